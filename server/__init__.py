@@ -1,0 +1,74 @@
+"""SmartLinks Autopilot server: the Flask app factory.
+
+`create_app` only registers things: it reads settings, binds extensions and blueprints, and
+returns. It never migrates, calls the network or starts threads; the CLI does those."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask
+
+from server.config import Settings
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    if isinstance(config, Settings):
+        settings = config
+    else:
+        settings = Settings.from_env()
+        if config:
+            settings = settings.with_overrides(config)
+            settings.check()
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.session_cookie_secure,
+        SESSION_COOKIE_NAME="smartlinks_session",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        JSON_SORT_KEYS=False,
+    )
+    logging.getLogger("server").setLevel(settings.log_level)
+
+    from server.auth.api import api_meta, tokens_api
+    from server.auth.authz import authorize_request, current_subject
+    from server.auth.csrf import csrf_token
+    from server.auth.views import auth
+    from server.errors import register_error_handlers
+    from server.extensions import init_extensions
+    from server.governance.api import controls_api, decisions_api
+    from server.health import health
+    from server.pages.views import pages
+
+    init_extensions(app, settings)
+    register_error_handlers(app)
+    app.before_request(authorize_request)
+    for blueprint in (health, auth, pages, decisions_api, controls_api, tokens_api, api_meta):
+        app.register_blueprint(blueprint)
+
+    app.jinja_env.globals["csrf_token"] = csrf_token
+
+    @app.context_processor
+    def _subject() -> dict[str, Any]:
+        return {"subject": current_subject()}
+
+    @app.after_request
+    def _security_headers(response: Any) -> Any:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if response.mimetype == "text/html":
+            response.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'",
+            )
+        return response
+
+    return app

@@ -1,0 +1,1 @@
+"""Authentication (users, sessions, API tokens) and authorisation decided by the `authz` policy."""

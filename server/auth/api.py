@@ -1,0 +1,83 @@
+"""API tokens for services (created by admins, shown once) and `/v1/me`."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, send_file
+from marshmallow import Schema, fields, validate
+from sqlalchemy import select
+
+from server.auth.authz import current_subject
+from server.auth.models import ROLES, ApiToken
+from server.auth.services import AuthError, create_token, revoke_token
+from server.errors import Problem
+from server.extensions import services
+from server.governance.api import json_body
+
+tokens_api = Blueprint("tokens_api", __name__, url_prefix="/v1/tokens")
+api_meta = Blueprint("api_meta", __name__, url_prefix="/v1")
+
+
+class TokenCreateSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=120))
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+
+
+def _token_dict(token: ApiToken) -> dict[str, object]:
+    return {
+        "id": token.id,
+        "name": token.name,
+        "role": token.role,
+        "prefix": token.prefix,
+        "created_at": token.created_at.isoformat(),
+        "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None,
+        "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None,
+    }
+
+
+def _user_id() -> int | None:
+    subject = current_subject()
+    return int(subject.id.split(":", 1)[1]) if subject.kind == "user" else None
+
+
+@tokens_api.post("")
+def create_token_view() -> tuple[Response, int]:
+    payload = TokenCreateSchema().load(json_body())
+    with services().db.unit_of_work() as uow:
+        try:
+            token, plain = create_token(uow.session, payload["name"], payload["role"], created_by=_user_id())
+        except AuthError as exc:
+            raise Problem(400, "Validation failed", str(exc)) from exc
+        body = _token_dict(token) | {"token": plain}
+        uow.commit()
+    return jsonify(body), 201
+
+
+@tokens_api.get("")
+def list_tokens() -> Response:
+    with services().db.unit_of_work() as uow:
+        tokens = uow.session.scalars(select(ApiToken).order_by(ApiToken.id)).all()
+        return jsonify({"items": [_token_dict(t) for t in tokens]})
+
+
+@tokens_api.delete("/<int:token_id>")
+def revoke_token_view(token_id: int) -> Response:
+    with services().db.unit_of_work() as uow:
+        try:
+            token = revoke_token(uow.session, token_id)
+        except AuthError as exc:
+            raise Problem(404, "Not Found", str(exc)) from exc
+        body = _token_dict(token)
+        uow.commit()
+    services().tokens.clear()
+    return jsonify(body)
+
+
+@api_meta.get("/me")
+def whoami() -> Response:
+    subject = current_subject()
+    return jsonify({"id": subject.id, "kind": subject.kind, "roles": list(subject.roles), "name": subject.name})
+
+
+@api_meta.get("/openapi.yaml")
+def openapi() -> Response:
+    return send_file(current_app.root_path + "/openapi.yaml", mimetype="application/yaml")

@@ -1,0 +1,150 @@
+"""Users and API tokens: creation, password checks, token resolution."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.auth.models import ROLES, ApiToken, User
+from server.db import utcnow
+
+TOKEN_PREFIX = "slk_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MIN_PASSWORD_LENGTH = 12
+_hasher = PasswordHasher()
+# A hash to verify against when the email is unknown, so timing does not reveal which emails exist.
+_DUMMY_HASH = _hasher.hash("not-a-real-password-" + secrets.token_hex(8))
+
+
+class AuthError(ValueError):
+    """Bad credentials or an invalid request to the auth services (message is user-facing)."""
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who is calling: a logged-in user, an API token, or nobody."""
+
+    id: str
+    kind: str
+    roles: tuple[str, ...]
+    name: str = ""
+
+    def as_input(self) -> dict[str, object]:
+        return {"id": self.id, "kind": self.kind, "roles": list(self.roles)}
+
+
+ANONYMOUS = Subject(id="anonymous", kind="anonymous", roles=())
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise AuthError(f"unknown role {role!r}; roles are: {', '.join(ROLES)}")
+
+
+def create_user(session: Session, email: str, password: str, role: str) -> User:
+    email = email.strip().lower()
+    if not EMAIL_RE.match(email):
+        raise AuthError(f"{email!r} is not an email address")
+    _check_role(role)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AuthError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    if session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise AuthError(f"a user with email {email} already exists")
+    user = User(email=email, password_hash=_hasher.hash(password), role=role, active=True)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def authenticate(session: Session, email: str, password: str) -> User:
+    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    try:
+        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError) as exc:
+        raise AuthError("unknown email or wrong password") from exc
+    if user is None or not user.active:
+        raise AuthError("unknown email or wrong password")
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    user.last_login_at = utcnow()
+    return user
+
+
+def user_subject(user: User) -> Subject:
+    return Subject(id=f"user:{user.id}", kind="user", roles=(user.role,), name=user.email)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(session: Session, name: str, role: str, created_by: int | None = None) -> tuple[ApiToken, str]:
+    """Create an API token; the plain token is returned once and only its SHA-256 is stored."""
+    name = name.strip()
+    if not name or len(name) > 120:
+        raise AuthError("a token needs a name of 1 to 120 characters")
+    _check_role(role)
+    plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(name=name, role=role, prefix=plain[:12], token_hash=hash_token(plain), created_by=created_by)
+    session.add(token)
+    session.flush()
+    return token, plain
+
+
+def revoke_token(session: Session, token_id: int) -> ApiToken:
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise AuthError(f"no token with id {token_id}")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+    return token
+
+
+class TokenCache:
+    """Resolves bearer tokens to subjects, caching hits briefly so the hot path skips the
+    database; a revocation takes effect within `ttl` seconds."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[Subject | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, session_factory: Callable[[], Session], plain: str) -> Subject | None:
+        digest = hash_token(plain)
+        now = time.monotonic()
+        cached = self._entries.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        subject = self._load(session_factory, digest)
+        with self._lock:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[digest] = (subject, now + self.ttl)
+        return subject
+
+    @staticmethod
+    def _load(session_factory: Callable[[], Session], digest: str) -> Subject | None:
+        session = session_factory()
+        try:
+            token = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+            if token is None or token.revoked_at is not None:
+                return None
+            token.last_used_at = utcnow()
+            session.commit()
+            return Subject(id=f"token:{token.id}", kind="token", roles=(token.role,), name=token.name)
+        finally:
+            session.close()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

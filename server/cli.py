@@ -1,0 +1,262 @@
+"""The `smartlinks` command: serve (OPA sidecar + web server, supervised), database migrations,
+users and API tokens, and the policy bundle."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from server.config import ConfigError, Settings
+
+log = logging.getLogger("smartlinks")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+@click.option("--log-level", default=None, help="Logging level (default: LOG_LEVEL or INFO).")
+def main(log_level: str | None) -> None:
+    """SmartLinks Autopilot: governed traffic optimisation and payouts."""
+    logging.basicConfig(
+        level=(log_level or os.environ.get("LOG_LEVEL", "INFO")).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# -- database -------------------------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """Database migrations (Alembic)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    from server.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url, revision)
+    click.echo(f"database at {settings.redacted()['database_url']} is at {revision}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Show the database's migration revision."""
+    from server.migrate import current
+
+    current(_settings().database_url)
+
+
+def _database(settings: Settings) -> Any:
+    from server.db import Database
+
+    database = Database()
+    database.configure(settings.database_url)
+    return database
+
+
+# -- users and tokens -----------------------------------------------------------------------------
+@main.group()
+def users() -> None:
+    """Manage users."""
+
+
+@users.command("create")
+@click.option("--email", required=True)
+@click.option("--role", required=True)
+@click.option("--password", default=None, help="Prompted for when omitted (or generated with --generate).")
+@click.option("--generate", is_flag=True, help="Generate a strong password and print it once.")
+def users_create(email: str, role: str, password: str | None, generate: bool) -> None:
+    """Create a user with ROLE."""
+    from server.auth.services import AuthError, create_user
+
+    if password is None:
+        if generate:
+            password = secrets.token_urlsafe(18)
+        else:
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    database = _database(_settings())
+    with database.unit_of_work() as uow:
+        try:
+            user = create_user(uow.session, email, password, role)
+        except AuthError as exc:
+            raise click.ClickException(str(exc)) from exc
+        uow.commit()
+        click.echo(f"created user {user.email} with role {user.role}")
+    if generate:
+        click.echo(f"password (shown once): {password}")
+
+
+@main.group()
+def tokens() -> None:
+    """Manage API tokens for services."""
+
+
+@tokens.command("create")
+@click.option("--name", required=True)
+@click.option("--role", required=True)
+def tokens_create(name: str, role: str) -> None:
+    """Create an API token; it is printed once and stored only as a hash."""
+    from server.auth.services import AuthError, create_token
+
+    database = _database(_settings())
+    with database.unit_of_work() as uow:
+        try:
+            token, plain = create_token(uow.session, name, role)
+        except AuthError as exc:
+            raise click.ClickException(str(exc)) from exc
+        uow.commit()
+        click.echo(f"token {token.id} ({token.name}, role {token.role}); copy it now, it is not shown again:")
+    click.echo(plain)
+
+
+@main.command("bootstrap")
+def bootstrap() -> None:
+    """Create the first admin when there is no user yet, and print how to log in."""
+    from sqlalchemy import func, select
+
+    from server.auth.models import User
+    from server.auth.services import create_user
+
+    settings = _settings()
+    database = _database(settings)
+    with database.unit_of_work() as uow:
+        if uow.session.scalar(select(func.count()).select_from(User)):
+            click.echo("users exist already; log in with your account")
+            return
+        password = settings.bootstrap_admin_password or secrets.token_urlsafe(18)
+        create_user(uow.session, settings.bootstrap_admin_email, password, "admin")
+        uow.commit()
+    secret_file = Path(settings.var_dir) / "admin-password.txt"
+    if not settings.bootstrap_admin_password:
+        secret_file.parent.mkdir(parents=True, exist_ok=True)
+        secret_file.write_text(password + "\n", encoding="utf-8")
+        secret_file.chmod(0o600)
+    click.echo("first admin created:")
+    click.echo(f"  email:    {settings.bootstrap_admin_email}")
+    if settings.bootstrap_admin_password:
+        click.echo("  password: the value of BOOTSTRAP_ADMIN_PASSWORD")
+    else:
+        click.echo(f"  password: {password}   (also in {secret_file}, mode 600; change it after logging in)")
+
+
+# -- policy bundle ---------------------------------------------------------------------------------
+@main.group()
+def policy() -> None:
+    """The Rego policy bundle."""
+
+
+def build_local_bundle(settings: Settings) -> Any:
+    from server.policy.bundle import build_bundle, policy_revision
+
+    rego_dir = Path(settings.rego_dir)
+    out = Path(settings.var_dir) / "bundles" / "smartlinks.tar.gz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return build_bundle(Path(settings.opa_bin), rego_dir, out, policy_revision(rego_dir))
+
+
+@policy.command("build")
+def policy_build() -> None:
+    """Build the bundle from rego/ into var/bundles/ with its revision."""
+    info = build_local_bundle(_settings())
+    click.echo(f"built {info.path} revision {info.revision} sha256 {info.sha256}")
+
+
+# -- serving ---------------------------------------------------------------------------------------
+@main.command("serve")
+@click.option("--host", default=None, help="Bind address (default HOST or 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default PORT or 8000).")
+@click.option("--workers", default=None, type=int, help="gunicorn workers (default WEB_WORKERS or 2).")
+@click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
+def serve(host: str | None, port: int | None, workers: int | None, dev: bool) -> None:
+    """Start the OPA sidecar (unless OPA_URL is set) and the web server; supervise both."""
+    from server.policy.sidecar import OpaSidecar
+
+    settings = _settings()
+    host = host or settings.host
+    port = port or settings.port
+    env = dict(os.environ)
+    sidecar: OpaSidecar | None = None
+    if settings.opa_url is None:
+        info = build_local_bundle(settings)
+        sidecar = OpaSidecar(
+            Path(settings.opa_bin),
+            info.path,
+            port=settings.opa_port,
+            log_file=Path(settings.var_dir) / "opa.log",
+        )
+        sidecar.start()
+        sidecar.wait_ready(timeout=30)
+        sidecar.supervise()
+        env["OPA_URL"] = sidecar.url
+        env["SMARTLINKS_POLICY_REVISION"] = info.revision
+        click.echo(f"OPA sidecar ready at {sidecar.url} with policy revision {info.revision}")
+    else:
+        click.echo(f"using the external OPA sidecar at {settings.opa_url}")
+
+    if dev:
+        cmd = [sys.executable, "-m", "flask", "--app", "server.wsgi:app", "run", "--host", host, "--port", str(port)]
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            str(workers or settings.workers),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "4",
+            "--graceful-timeout",
+            "20",
+            "--access-logfile",
+            "-",
+            "server.wsgi:app",
+        ]
+    web = subprocess.Popen(cmd, env=env)  # noqa: S603 - fixed argv, no shell
+    click.echo(f"SmartLinks Autopilot on http://{host}:{port}  (Ctrl-C stops it)")
+
+    stopping = False
+
+    def _stop(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        web.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while web.poll() is None:
+            time.sleep(0.5)
+    finally:
+        if web.poll() is None:
+            web.terminate()
+            try:
+                web.wait(timeout=25)
+            except subprocess.TimeoutExpired:
+                web.kill()
+        if sidecar is not None:
+            sidecar.stop()
+    if not stopping and web.returncode:
+        raise SystemExit(web.returncode)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The action types the gateway knows, each with a marshmallow schema for its params.
+
+A later capability registers its own action types here (`register_action`) next to its code;
+the decision API refuses a type that nobody registered with a 400 problem."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+ACTOR_KINDS = ("user", "service", "algorithm", "ai", "system")
+
+
+class WeightsSchema(Schema):
+    algorithm = fields.String(required=True, validate=validate.OneOf(["traffic_optimizer", "thompson_sampling", "ucb"]))
+    weights = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=128)),
+        values=fields.Float(validate=validate.Range(min=0.0, max=1.0), allow_nan=False),
+        required=True,
+    )
+
+    @validates_schema
+    def _non_empty(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.get("weights"):
+            raise ValidationError("at least one arm is required", "weights")
+
+
+class BudgetsSchema(Schema):
+    budgets = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=128)),
+        values=fields.Float(validate=validate.Range(min=0.0), allow_nan=False),
+        required=True,
+    )
+
+    @validates_schema
+    def _non_empty(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.get("budgets"):
+            raise ValidationError("at least one campaign is required", "budgets")
+
+
+class ReasonSchema(Schema):
+    reason = fields.String(validate=validate.Length(max=500), load_default=None)
+
+
+class KillSwitchSchema(Schema):
+    enabled = fields.Boolean(required=True)
+    scope = fields.String(load_default="global", validate=validate.OneOf(["global", "link"]))
+    reason = fields.String(validate=validate.Length(max=500), load_default=None)
+
+
+@dataclass(frozen=True)
+class ActionType:
+    name: str
+    description: str
+    params_schema: type[Schema]
+    target_kinds: tuple[str, ...] = field(default=())
+
+
+_REGISTRY: dict[str, ActionType] = {}
+
+
+def register_action(action: ActionType) -> None:
+    _REGISTRY[action.name] = action
+
+
+def get_action_type(name: str) -> ActionType | None:
+    return _REGISTRY.get(name)
+
+
+def action_types() -> list[ActionType]:
+    return sorted(_REGISTRY.values(), key=lambda a: a.name)
+
+
+for _action in (
+    ActionType("allocation.update", "Replace a smart link's traffic allocation", WeightsSchema, ("link",)),
+    ActionType("budget.reallocate", "Move daily budget between campaigns", BudgetsSchema, ("account", "network")),
+    ActionType("link.pause", "Stop routing a smart link's traffic to offers", ReasonSchema, ("link",)),
+    ActionType("link.resume", "Resume a paused smart link", ReasonSchema, ("link",)),
+    ActionType("offer.pause", "Stop sending traffic to an offer", ReasonSchema, ("offer",)),
+    ActionType("offer.resume", "Resume a paused offer", ReasonSchema, ("offer",)),
+    ActionType(
+        "controls.kill_switch",
+        "Turn the global or a link's kill switch on or off",
+        KillSwitchSchema,
+        ("system", "link"),
+    ),
+):
+    register_action(_action)
+
+
+class ActorSchema(Schema):
+    id = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    kind = fields.String(required=True, validate=validate.OneOf(ACTOR_KINDS))
+    roles = fields.List(fields.String(validate=validate.Length(max=32)), load_default=list)
+
+
+class TargetSchema(Schema):
+    kind = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    id = fields.String(required=True, validate=validate.Length(min=1, max=128))
+
+
+class ActionSchema(Schema):
+    type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    actor = fields.Nested(ActorSchema, required=True)
+    target = fields.Nested(TargetSchema, load_default=None)
+    params = fields.Dict(keys=fields.String(), load_default=dict)
+
+
+class DecisionRequestSchema(Schema):
+    action = fields.Nested(ActionSchema, required=True)
+    dry_run = fields.Boolean(load_default=False)
+    state = fields.Dict(keys=fields.String(), load_default=None)
+
+    @validates_schema
+    def _known_type(self, data: dict[str, Any], **_: Any) -> None:
+        action = data.get("action") or {}
+        action_type = get_action_type(action.get("type", ""))
+        if action_type is None:
+            raise ValidationError(
+                {
+                    "action": {
+                        "type": [
+                            f"unknown action type {action.get('type')!r}; known: "
+                            + ", ".join(a.name for a in action_types())
+                        ]
+                    }
+                }
+            )
+        try:
+            action["params"] = action_type.params_schema().load(action.get("params") or {})
+        except ValidationError as exc:
+            raise ValidationError({"action": {"params": exc.messages}}) from exc

@@ -1,0 +1,308 @@
+"""The governance gateway: every action that changes what the system does passes here.
+
+It builds the action envelope, asks OPA, applies clamp obligations (and asks again on the clamped
+action), records the decision and, only when allowed, runs the action, all inside the caller's
+transaction so that the record and the effect commit together or not at all."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from server.db import json_safe, new_id
+from server.governance.clamp import ClampError, apply_clamp
+from server.governance.models import ActionCount, Control, Decision
+from server.policy.opa_client import OPA_MALFORMED, OpaClient, OpaError
+
+log = logging.getLogger(__name__)
+
+DECISION_PATH = "smartlinks/decision"
+GATE_PATH = "smartlinks/gate"
+RATE_WINDOWS = (60, 3600, 86400)
+
+
+@dataclass(frozen=True)
+class Actor:
+    id: str
+    kind: str
+    roles: tuple[str, ...] = ()
+
+    def as_input(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "roles": list(self.roles)}
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str
+    id: str
+
+
+@dataclass(frozen=True)
+class Action:
+    type: str
+    actor: Actor
+    params: Mapping[str, Any]
+    target: Target | None = None
+
+
+@dataclass(frozen=True)
+class AuthzRequest:
+    """The HTTP request being authorised in the same OPA query as the action."""
+
+    method: str
+    endpoint: str
+    path: str
+
+
+class AuthzDenied(Exception):
+    """The caller may not make this request; `status` is 401 or 403."""
+
+    def __init__(self, status: int, reasons: list[dict[str, Any]]) -> None:
+        super().__init__(reasons[0].get("message", "denied") if reasons else "denied")
+        self.status = status
+        self.reasons = reasons
+
+
+@dataclass
+class Outcome:
+    record: Decision
+    allow: bool
+    reasons: list[dict[str, Any]]
+    obligations: dict[str, Any]
+    params: dict[str, Any]
+    revision: str | None
+    executed: bool = False
+    result: Any = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def decision_id(self) -> str:
+        return self.record.id
+
+
+Executor = Callable[[Session, dict[str, Any]], Any]
+
+
+def _reason(code: str, message: str, policy: str = "gateway") -> dict[str, Any]:
+    return {"code": code, "policy": policy, "message": message}
+
+
+def validate_decision(result: Any) -> tuple[bool, list[dict[str, Any]], dict[str, Any]]:
+    """Check the shape of a decision; anything unexpected is a deny (fail closed)."""
+    if not isinstance(result, dict) or not isinstance(result.get("allow"), bool):
+        raise OpaError(OPA_MALFORMED, "the decision is not an object with a boolean allow")
+    reasons = result.get("reasons", [])
+    obligations = result.get("obligations", {})
+    if not isinstance(reasons, list) or not isinstance(obligations, dict):
+        raise OpaError(OPA_MALFORMED, "the decision's reasons must be a list and obligations an object")
+    clean = [r if isinstance(r, dict) else _reason(str(r), str(r), "unknown") for r in reasons]
+    allow = result["allow"] and not clean
+    return allow, clean, obligations
+
+
+class Gateway:
+    """Decides actions through OPA. One instance per app; safe to share between threads."""
+
+    def __init__(self, opa: OpaClient, *, mode: str = "test", clock: Callable[[], datetime] | None = None) -> None:
+        self.opa = opa
+        self.mode = mode
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    # -- envelope -----------------------------------------------------------------------------
+    def controls_for(self, session: Session, target: Target | None) -> dict[str, bool]:
+        keys = ["kill_switch:global"]
+        if target is not None:
+            keys.append(f"kill_switch:{target.kind}:{target.id}")
+        rows = dict(session.execute(select(Control.key, Control.enabled).where(Control.key.in_(keys))).all())
+        return {
+            "kill_switch": bool(rows.get("kill_switch:global", False)),
+            "target_kill_switch": bool(target is not None and rows.get(keys[-1], False)),
+        }
+
+    def action_counts(self, session: Session, actor_id: str, now: datetime) -> dict[str, int]:
+        epoch = int(now.timestamp())
+        minute, hour = epoch - epoch % 60, epoch - epoch % 3600
+        c = ActionCount
+        row = session.execute(
+            select(
+                func.coalesce(
+                    func.sum(case(((c.granularity == "m") & (c.bucket_start >= minute - 60), c.count), else_=0)), 0
+                ),
+                func.coalesce(
+                    func.sum(case(((c.granularity == "m") & (c.bucket_start >= minute - 3540), c.count), else_=0)), 0
+                ),
+                func.coalesce(
+                    func.sum(case(((c.granularity == "h") & (c.bucket_start >= hour - 82800), c.count), else_=0)), 0
+                ),
+            ).where(c.actor_id == actor_id, c.bucket_start >= hour - 86400)
+        ).one()
+        return {str(w): int(v) for w, v in zip(RATE_WINDOWS, row, strict=True)}
+
+    def count_action(self, session: Session, actor_id: str, now: datetime) -> None:
+        epoch = int(now.timestamp())
+        dialect = session.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        for granularity, start in (("m", epoch - epoch % 60), ("h", epoch - epoch % 3600)):
+            stmt = insert(ActionCount).values(actor_id=actor_id, granularity=granularity, bucket_start=start, count=1)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["actor_id", "granularity", "bucket_start"],
+                set_={"count": ActionCount.count + 1},
+            )
+            session.execute(stmt)
+
+    def envelope(
+        self,
+        session: Session,
+        action: Action,
+        *,
+        state: Mapping[str, Any] | None,
+        caller: Actor | None,
+        now: datetime,
+    ) -> dict[str, Any]:
+        return {
+            "action": {
+                "type": action.type,
+                "actor": action.actor.as_input(),
+                "target": {"kind": action.target.kind, "id": action.target.id} if action.target else None,
+                "params": json_safe(dict(action.params)),
+            },
+            "state": json_safe(dict(state or {})),
+            "controls": self.controls_for(session, action.target),
+            "context": {"actor_action_counts": self.action_counts(session, action.actor.id, now)},
+            "caller": caller.as_input() if caller else None,
+            "mode": self.mode,
+            "now": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+
+    # -- decision -----------------------------------------------------------------------------
+    def _ask(
+        self, input_doc: dict[str, Any], request: AuthzRequest | None
+    ) -> tuple[bool, list[dict[str, Any]], dict[str, Any], str | None, Any]:
+        if request is None:
+            answer = self.opa.query(DECISION_PATH, input_doc)
+            allow, reasons, obligations = validate_decision(answer.result)
+            return allow, reasons, obligations, answer.revision, answer.result
+        gate_input = dict(input_doc)
+        gate_input["subject"] = input_doc["caller"]
+        gate_input["request"] = {"method": request.method, "endpoint": request.endpoint, "path": request.path}
+        answer = self.opa.query(GATE_PATH, gate_input)
+        result = answer.result
+        authz = result.get("authz") if isinstance(result, dict) else None
+        if not isinstance(authz, dict) or authz.get("allow") is not True:
+            reasons = authz.get("reasons", []) if isinstance(authz, dict) else []
+            reasons = [r for r in reasons if isinstance(r, dict)] if isinstance(reasons, list) else []
+            codes = {r.get("code") for r in reasons}
+            raise AuthzDenied(401 if "authentication_required" in codes else 403, reasons)
+        allow, reasons, obligations = validate_decision(result.get("decision"))
+        return allow, reasons, obligations, answer.revision, result.get("decision")
+
+    def decide(
+        self,
+        session: Session,
+        action: Action,
+        *,
+        state: Mapping[str, Any] | None = None,
+        caller: Actor | None = None,
+        dry_run: bool = False,
+        execute: Executor | None = None,
+        request: AuthzRequest | None = None,
+        note: str | None = None,
+    ) -> Outcome:
+        """Decide `action`; when allowed and not a dry run, run `execute` in the same transaction.
+
+        The decision is recorded in `session` whatever happens (allowed, denied, OPA failure);
+        the caller commits. Raises AuthzDenied only when `request` is given and authz refuses."""
+        started = time.perf_counter()
+        now = self.clock()
+        input_doc = self.envelope(session, action, state=state, caller=caller, now=now)
+        params = dict(input_doc["action"]["params"])
+        revision: str | None = self.opa.fallback_revision
+        error_code: str | None = None
+        result: Any = None
+        clamped = False
+        try:
+            allow, reasons, obligations, revision, result = self._ask(input_doc, request)
+            if allow and "clamp" in obligations:
+                try:
+                    params = apply_clamp(params, obligations["clamp"])
+                except ClampError as exc:
+                    allow, reasons = False, [_reason("clamp_failed", str(exc))]
+                else:
+                    clamped = True
+                    input_doc["action"]["params"] = params
+                    allow, reasons, second, revision, result = self._ask(input_doc, None)
+                    if allow and "clamp" in second:
+                        allow = False
+                        reasons = [_reason("clamp_not_accepted", "the policy still asks for a clamp after clamping")]
+                    obligations = {**second, "clamp": obligations["clamp"]}
+        except OpaError as exc:
+            allow, obligations, error_code = False, {}, exc.code
+            reasons = [_reason(exc.code, exc.message, "opa")]
+            log.warning("decision for %s failed closed: %s", action.type, exc.code)
+
+        pending = allow and ("require_approval" in obligations or obligations.get("shadow") is True)
+        outcome = Outcome(
+            record=Decision(
+                id=new_id("dec"),
+                created_at=now,
+                action_type=action.type,
+                actor_id=action.actor.id,
+                actor_kind=action.actor.kind,
+                caller_id=caller.id if caller else None,
+                target_kind=action.target.kind if action.target else None,
+                target_id=action.target.id if action.target else None,
+                allow=allow,
+                outcome="error" if error_code else ("denied" if not allow else ("clamped" if clamped else "allowed")),
+                dry_run=dry_run,
+                mode=self.mode,
+                reasons=reasons,
+                obligations=json_safe(obligations),
+                input=input_doc,
+                result=json_safe(result) if isinstance(result, dict) else None,
+                policy_revision=revision,
+                error_code=error_code,
+                latency_ms=0.0,
+                note=note,
+            ),
+            allow=allow,
+            reasons=reasons,
+            obligations=obligations,
+            params=params,
+            revision=revision,
+        )
+        if allow and not dry_run:
+            self.count_action(session, action.actor.id, now)
+            if obligations.get("shadow") is True:
+                outcome.record.outcome = "shadow"
+            elif "require_approval" in obligations:
+                outcome.record.outcome = "pending_approval"
+            elif execute is not None and not pending:
+                self._execute(session, outcome, execute)
+        outcome.record.latency_ms = (time.perf_counter() - started) * 1000.0
+        session.add(outcome.record)
+        return outcome
+
+    def _execute(self, session: Session, outcome: Outcome, execute: Executor) -> None:
+        savepoint = session.begin_nested()
+        try:
+            outcome.result = execute(session, outcome.params)
+            savepoint.commit()
+        except Exception as exc:  # the action failed: its writes go, the decision record stays
+            savepoint.rollback()
+            log.exception("allowed action %s failed while executing", outcome.record.action_type)
+            outcome.error = f"{type(exc).__name__}: {exc}"
+            outcome.record.outcome = "failed"
+            outcome.record.note = outcome.error[:1000]
+            return
+        outcome.executed = True
+        outcome.record.executed = True

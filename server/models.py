@@ -1,0 +1,6 @@
+"""Imports every model module so that Base.metadata knows all tables (migrations, tests)."""
+
+from server.auth import models as auth_models
+from server.governance import models as governance_models
+
+__all__ = ["auth_models", "governance_models"]

@@ -1,0 +1,1 @@
+"""Admin pages rendered by Flask: dashboard and the decision explorer."""
