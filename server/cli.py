@@ -198,7 +198,7 @@ def serve(host: str | None, port: int | None, workers: int | None, dev: bool) ->
             Path(settings.opa_bin),
             info.path,
             port=settings.opa_port,
-            log_file=Path(settings.var_dir) / "opa.log",
+            log_path=Path(settings.var_dir) / "opa.log",
         )
         sidecar.start()
         sidecar.wait_ready(timeout=30)

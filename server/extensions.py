@@ -28,6 +28,11 @@ class Services:
     tokens: TokenCache
     public_endpoints: PublicEndpoints
 
+    def close(self) -> None:
+        """Release connections (database pool, OPA keep-alive sessions)."""
+        self.opa.close()
+        self.db.dispose()
+
 
 def init_extensions(app: Flask, settings: Settings) -> Services:
     db = Database()

@@ -6,9 +6,10 @@ from flask import Blueprint, Response, current_app, jsonify, send_file
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
+from server.auth import services as auth_services
 from server.auth.authz import current_subject
 from server.auth.models import ROLES, ApiToken
-from server.auth.services import AuthError, create_token, revoke_token
+from server.auth.services import AuthError
 from server.errors import Problem
 from server.extensions import services
 from server.governance.api import json_body
@@ -40,11 +41,13 @@ def _user_id() -> int | None:
 
 
 @tokens_api.post("")
-def create_token_view() -> tuple[Response, int]:
+def create_token() -> tuple[Response, int]:
     payload = TokenCreateSchema().load(json_body())
     with services().db.unit_of_work() as uow:
         try:
-            token, plain = create_token(uow.session, payload["name"], payload["role"], created_by=_user_id())
+            token, plain = auth_services.create_token(
+                uow.session, payload["name"], payload["role"], created_by=_user_id()
+            )
         except AuthError as exc:
             raise Problem(400, "Validation failed", str(exc)) from exc
         body = _token_dict(token) | {"token": plain}
@@ -60,10 +63,10 @@ def list_tokens() -> Response:
 
 
 @tokens_api.delete("/<int:token_id>")
-def revoke_token_view(token_id: int) -> Response:
+def revoke_token(token_id: int) -> Response:
     with services().db.unit_of_work() as uow:
         try:
-            token = revoke_token(uow.session, token_id)
+            token = auth_services.revoke_token(uow.session, token_id)
         except AuthError as exc:
             raise Problem(404, "Not Found", str(exc)) from exc
         body = _token_dict(token)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
-from server.auth.authz import current_subject, gate_authz
+from server.auth.authz import authorize_now, current_subject, gate_authz
 from server.errors import Problem
 from server.extensions import services
 from server.governance import services as governance
@@ -41,7 +41,12 @@ def caller_actor() -> Actor:
 @decisions_api.post("")
 @gate_authz
 def create_decision() -> tuple[Response, int]:
-    payload = DecisionRequestSchema().load(json_body())
+    try:
+        payload = DecisionRequestSchema().load(json_body())
+    except (Problem, ValidationError):
+        # A bad request from someone who may not call this endpoint is a 401/403, not a 400.
+        authorize_now(current_subject(), request.endpoint or "")
+        raise
     svc = services()
     endpoint = request.endpoint or ""
     with svc.db.unit_of_work() as uow:
@@ -51,7 +56,9 @@ def create_decision() -> tuple[Response, int]:
                 svc.gateway,
                 payload,
                 caller_actor(),
-                AuthzRequest(method=request.method, endpoint=endpoint, path=request.path),
+                AuthzRequest(
+                    method=request.method, endpoint=endpoint, path=request.path, subject=current_subject().as_input()
+                ),
             )
         except AuthzDenied as exc:
             codes = sorted({str(r.get("code")) for r in exc.reasons if r.get("code")})

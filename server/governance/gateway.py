@@ -61,6 +61,7 @@ class AuthzRequest:
     method: str
     endpoint: str
     path: str
+    subject: dict[str, Any]
 
 
 class AuthzDenied(Exception):
@@ -193,7 +194,7 @@ class Gateway:
             allow, reasons, obligations = validate_decision(answer.result)
             return allow, reasons, obligations, answer.revision, answer.result
         gate_input = dict(input_doc)
-        gate_input["subject"] = input_doc["caller"]
+        gate_input["subject"] = request.subject
         gate_input["request"] = {"method": request.method, "endpoint": request.endpoint, "path": request.path}
         answer = self.opa.query(GATE_PATH, gate_input)
         result = answer.result

@@ -29,18 +29,18 @@ def index() -> str:
         )
         kill = governance.kill_switch_state(uow.session)
         recent, _ = governance.list_decisions(uow.session, governance.DecisionFilter(limit=10))
-    opa_ok, opa_detail = svc.opa.health(bundles=True)
-    return render_template(
-        "index.html",
-        counts=counts,
-        total=sum(counts.values()),
-        kill=kill,
-        recent=recent,
-        opa_ok=opa_ok,
-        opa_detail=opa_detail,
-        revision=svc.public_endpoints.revision or svc.opa.fallback_revision,
-        mode=svc.settings.mode,
-    )
+        opa_ok, opa_detail = svc.opa.health(bundles=True)
+        return render_template(
+            "index.html",
+            counts=counts,
+            total=sum(counts.values()),
+            kill=kill,
+            recent=recent,
+            opa_ok=opa_ok,
+            opa_detail=opa_detail,
+            revision=svc.public_endpoints.revision or svc.opa.fallback_revision,
+            mode=svc.settings.mode,
+        )
 
 
 @pages.get("/decisions")
@@ -55,9 +55,9 @@ def decisions() -> tuple[str, int] | str:
     with services().db.unit_of_work() as uow:
         rows, cursor = governance.list_decisions(uow.session, governance.DecisionFilter(**args))
         action_types = list(uow.session.scalars(select(Decision.action_type).distinct().order_by(Decision.action_type)))
-    page = render_template(
-        "decisions.html", rows=rows, next_cursor=cursor, filters=raw, errors=errors, action_types=action_types
-    )
+        page = render_template(
+            "decisions.html", rows=rows, next_cursor=cursor, filters=raw, errors=errors, action_types=action_types
+        )
     return (page, 400) if errors else page
 
 

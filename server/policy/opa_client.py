@@ -46,6 +46,8 @@ class OpaClient:
         self.timeout = timeout
         self.fallback_revision: str | None = None
         self._local = threading.local()
+        self._all: list[requests.Session] = []
+        self._lock = threading.Lock()
 
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
@@ -54,7 +56,27 @@ class OpaClient:
             session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0))
             session.headers.update({"Content-Type": "application/json", "Accept": "application/json"})
             self._local.session = session
+            with self._lock:
+                self._all.append(session)
         return session
+
+    def _drop_session(self) -> None:
+        """Forget this thread's session (after a connection error) so the next call reconnects."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+            with self._lock:
+                if session in self._all:
+                    self._all.remove(session)
+        self._local.session = None
+
+    def close(self) -> None:
+        """Close every keep-alive connection this client opened, in any thread."""
+        with self._lock:
+            sessions, self._all = self._all, []
+        for session in sessions:
+            session.close()
+        self._local = threading.local()
 
     def query(self, path: str, input_doc: Any) -> OpaAnswer:
         """POST /v1/data/<path> and return the result; raise OpaError on anything unusable."""
@@ -67,9 +89,10 @@ class OpaClient:
                 timeout=(self.connect_timeout, self.timeout),
             )
         except requests.Timeout as exc:
+            self._drop_session()
             raise OpaError(OPA_TIMEOUT, f"OPA did not answer within {self.timeout}s", _ms(started)) from exc
         except requests.ConnectionError as exc:
-            self._local.session = None
+            self._drop_session()
             raise OpaError(OPA_UNAVAILABLE, f"OPA is unreachable at {self.url}", _ms(started)) from exc
         except requests.RequestException as exc:
             raise OpaError(OPA_UNAVAILABLE, f"OPA request failed: {type(exc).__name__}", _ms(started)) from exc
@@ -99,7 +122,7 @@ class OpaClient:
                 timeout=(self.connect_timeout, max(self.timeout, 1.0)),
             )
         except requests.RequestException as exc:
-            self._local.session = None
+            self._drop_session()
             return False, f"unreachable: {type(exc).__name__}"
         if response.status_code == 200:
             return True, "ok"

@@ -1,0 +1,1 @@
+"""Helpers the test suite uses to start real servers (PostgreSQL, OPA) as local processes."""
