@@ -2,5 +2,6 @@
 
 from server.auth import models as auth_models
 from server.governance import models as governance_models
+from server.links import models as links_models
 
-__all__ = ["auth_models", "governance_models"]
+__all__ = ["auth_models", "governance_models", "links_models"]

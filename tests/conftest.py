@@ -73,8 +73,12 @@ def migrated_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 def empty_database(url: str) -> None:
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+            conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
     engine.dispose()
 
 

@@ -13,14 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import insert, text
 from sqlalchemy.orm import Session
 
 from server.db import json_safe, new_id
 from server.governance.clamp import ClampError, apply_clamp
-from server.governance.models import ActionCount, Control, Decision
+from server.governance.models import Decision
 from server.policy.opa_client import OPA_MALFORMED, OpaClient, OpaError
 
 log = logging.getLogger(__name__)
@@ -28,6 +26,31 @@ log = logging.getLogger(__name__)
 DECISION_PATH = "smartlinks/decision"
 GATE_PATH = "smartlinks/gate"
 RATE_WINDOWS = (60, 3600, 86400)
+
+# Hot-path SQL, built once. Minute buckets count the 60 s and 1 h windows, hour buckets the day;
+# a window includes its partly elapsed oldest bucket, so counts err on the safe (higher) side.
+_CONTROLS_AND_COUNTS = text(
+    """
+    SELECT key AS name, CASE WHEN enabled THEN 1 ELSE 0 END AS value
+      FROM controls WHERE key IN (:global_key, :target_key)
+    UNION ALL
+    SELECT 'count:60', COALESCE(SUM(count), 0) FROM action_counts
+     WHERE actor_id = :actor AND granularity = 'm' AND bucket_start >= :m60
+    UNION ALL
+    SELECT 'count:3600', COALESCE(SUM(count), 0) FROM action_counts
+     WHERE actor_id = :actor AND granularity = 'm' AND bucket_start >= :m3600
+    UNION ALL
+    SELECT 'count:86400', COALESCE(SUM(count), 0) FROM action_counts
+     WHERE actor_id = :actor AND granularity = 'h' AND bucket_start >= :h86400
+    """
+)
+_COUNT_ACTION = text(
+    """
+    INSERT INTO action_counts (actor_id, granularity, bucket_start, count)
+    VALUES (:actor, 'm', :minute, 1), (:actor, 'h', :hour, 1)
+    ON CONFLICT (actor_id, granularity, bucket_start) DO UPDATE SET count = action_counts.count + 1
+    """
+)
 
 
 @dataclass(frozen=True)
@@ -111,6 +134,9 @@ def validate_decision(result: Any) -> tuple[bool, list[dict[str, Any]], dict[str
     return allow, clean, obligations
 
 
+_DECISION_COLUMNS = tuple(c.key for c in Decision.__table__.columns)
+
+
 class Gateway:
     """Decides actions through OPA. One instance per app; safe to share between threads."""
 
@@ -120,46 +146,36 @@ class Gateway:
         self.clock = clock or (lambda: datetime.now(UTC))
 
     # -- envelope -----------------------------------------------------------------------------
-    def controls_for(self, session: Session, target: Target | None) -> dict[str, bool]:
-        keys = ["kill_switch:global"]
-        if target is not None:
-            keys.append(f"kill_switch:{target.kind}:{target.id}")
-        rows = dict(session.execute(select(Control.key, Control.enabled).where(Control.key.in_(keys))).all())
-        return {
-            "kill_switch": bool(rows.get("kill_switch:global", False)),
-            "target_kill_switch": bool(target is not None and rows.get(keys[-1], False)),
-        }
-
-    def action_counts(self, session: Session, actor_id: str, now: datetime) -> dict[str, int]:
+    def controls_and_counts(
+        self, session: Session, target: Target | None, actor_id: str, now: datetime
+    ) -> tuple[dict[str, bool], dict[str, int]]:
+        """Kill switches and the actor's allowed-action counts in one round trip."""
         epoch = int(now.timestamp())
         minute, hour = epoch - epoch % 60, epoch - epoch % 3600
-        c = ActionCount
-        row = session.execute(
-            select(
-                func.coalesce(
-                    func.sum(case(((c.granularity == "m") & (c.bucket_start >= minute - 60), c.count), else_=0)), 0
-                ),
-                func.coalesce(
-                    func.sum(case(((c.granularity == "m") & (c.bucket_start >= minute - 3540), c.count), else_=0)), 0
-                ),
-                func.coalesce(
-                    func.sum(case(((c.granularity == "h") & (c.bucket_start >= hour - 82800), c.count), else_=0)), 0
-                ),
-            ).where(c.actor_id == actor_id, c.bucket_start >= hour - 86400)
-        ).one()
-        return {str(w): int(v) for w, v in zip(RATE_WINDOWS, row, strict=True)}
+        target_key = f"kill_switch:{target.kind}:{target.id}" if target is not None else "kill_switch:-"
+        rows = session.execute(
+            _CONTROLS_AND_COUNTS,
+            {
+                "global_key": "kill_switch:global",
+                "target_key": target_key,
+                "actor": actor_id,
+                "day": hour - 86400,
+                "m60": minute - 60,
+                "m3600": minute - 3540,
+                "h86400": hour - 82800,
+            },
+        ).all()
+        values = {str(name): int(value or 0) for name, value in rows}
+        controls = {
+            "kill_switch": bool(values.get("kill_switch:global")),
+            "target_kill_switch": bool(target is not None and values.get(target_key)),
+        }
+        counts = {str(w): values.get(f"count:{w}", 0) for w in RATE_WINDOWS}
+        return controls, counts
 
     def count_action(self, session: Session, actor_id: str, now: datetime) -> None:
         epoch = int(now.timestamp())
-        dialect = session.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        for granularity, start in (("m", epoch - epoch % 60), ("h", epoch - epoch % 3600)):
-            stmt = insert(ActionCount).values(actor_id=actor_id, granularity=granularity, bucket_start=start, count=1)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["actor_id", "granularity", "bucket_start"],
-                set_={"count": ActionCount.count + 1},
-            )
-            session.execute(stmt)
+        session.execute(_COUNT_ACTION, {"actor": actor_id, "minute": epoch - epoch % 60, "hour": epoch - epoch % 3600})
 
     def envelope(
         self,
@@ -170,6 +186,7 @@ class Gateway:
         caller: Actor | None,
         now: datetime,
     ) -> dict[str, Any]:
+        controls, counts = self.controls_and_counts(session, action.target, action.actor.id, now)
         return {
             "action": {
                 "type": action.type,
@@ -178,8 +195,8 @@ class Gateway:
                 "params": json_safe(dict(action.params)),
             },
             "state": json_safe(dict(state or {})),
-            "controls": self.controls_for(session, action.target),
-            "context": {"actor_action_counts": self.action_counts(session, action.actor.id, now)},
+            "controls": controls,
+            "context": {"actor_action_counts": counts},
             "caller": caller.as_input() if caller else None,
             "mode": self.mode,
             "now": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
@@ -273,6 +290,7 @@ class Gateway:
                 policy_revision=revision,
                 error_code=error_code,
                 latency_ms=0.0,
+                executed=False,
                 note=note,
             ),
             allow=allow,
@@ -289,8 +307,10 @@ class Gateway:
                 outcome.record.outcome = "pending_approval"
             elif execute is not None and not pending:
                 self._execute(session, outcome, execute)
-        outcome.record.latency_ms = (time.perf_counter() - started) * 1000.0
-        session.add(outcome.record)
+        record = outcome.record
+        record.latency_ms = (time.perf_counter() - started) * 1000.0
+        # A Core insert: an ORM flush costs more than the rest of the bookkeeping together.
+        session.execute(insert(Decision), [{c: getattr(record, c) for c in _DECISION_COLUMNS}])
         return outcome
 
     def _execute(self, session: Session, outcome: Outcome, execute: Executor) -> None:

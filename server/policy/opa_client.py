@@ -1,22 +1,28 @@
-"""The one client for the OPA sidecar's Data API: a keep-alive session per thread, short
-timeouts, and failures turned into distinct reason codes so that callers can fail closed."""
+"""The one client for the OPA sidecar's Data API: a keep-alive connection per thread, short
+timeouts, and failures turned into distinct reason codes so that callers can fail closed.
+
+It speaks HTTP/1.1 through `http.client` rather than `requests`: a decision sits on the hot path of
+every governed action and every API request, and the plain connection costs a fraction of a
+`requests` round trip (see docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
-
-import requests
-from requests.adapters import HTTPAdapter
+from urllib.parse import urlsplit
 
 OPA_UNAVAILABLE = "opa_unavailable"
 OPA_TIMEOUT = "opa_timeout"
 OPA_UNDEFINED = "opa_undefined"
 OPA_MALFORMED = "opa_malformed"
 OPA_ERROR = "opa_error"
+
+_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
 class OpaError(Exception):
@@ -37,70 +43,108 @@ class OpaAnswer:
     decision_id: str | None
 
 
+class _Reply:
+    __slots__ = ("status", "body")
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status = status
+        self.body = body
+
+
 class OpaClient:
-    """Asks OPA for decisions. Thread-safe: each thread keeps its own keep-alive session."""
+    """Asks OPA for decisions. Thread-safe: each thread keeps its own keep-alive connection."""
 
     def __init__(self, url: str, *, connect_timeout: float = 0.25, timeout: float = 0.5) -> None:
         self.url = url.rstrip("/")
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"OPA URL must be http(s)://host[:port], got {url!r}")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._prefix = parts.path.rstrip("/")
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self.fallback_revision: str | None = None
         self._local = threading.local()
-        self._all: list[requests.Session] = []
+        self._all: set[http.client.HTTPConnection] = set()
         self._lock = threading.Lock()
 
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0))
-            session.headers.update({"Content-Type": "application/json", "Accept": "application/json"})
-            self._local.session = session
+    # -- connections --------------------------------------------------------------------------
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = cls(self._host, self._port, timeout=self.connect_timeout)
+            self._local.conn = conn
             with self._lock:
-                self._all.append(session)
-        return session
+                self._all.add(conn)
+        if conn.sock is None:
+            conn.connect()  # within connect_timeout
+            sock: socket.socket = conn.sock  # type: ignore[assignment]
+            sock.settimeout(self.timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
 
-    def _drop_session(self) -> None:
-        """Forget this thread's session (after a connection error) so the next call reconnects."""
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is not None:
-            session.close()
+    def _drop(self) -> None:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
             with self._lock:
-                if session in self._all:
-                    self._all.remove(session)
-        self._local.session = None
+                self._all.discard(conn)
+        self._local.conn = None
 
     def close(self) -> None:
         """Close every keep-alive connection this client opened, in any thread."""
         with self._lock:
-            sessions, self._all = self._all, []
-        for session in sessions:
-            session.close()
+            conns, self._all = self._all, set()
+        for conn in conns:
+            conn.close()
         self._local = threading.local()
 
+    def _request(self, method: str, path: str, body: bytes | None) -> _Reply:
+        """One request on this thread's connection; a stale keep-alive connection (closed by OPA
+        while idle, or by an OPA restart) is retried once on a fresh one: Data API reads are
+        idempotent."""
+        for attempt in (1, 2):
+            reused = getattr(self._local, "conn", None) is not None and self._local.conn.sock is not None
+            try:
+                conn = self._connection()
+                conn.request(method, self._prefix + path, body=body, headers=_HEADERS)
+                response = conn.getresponse()
+                data = response.read()
+                if response.will_close:
+                    self._drop()
+                return _Reply(response.status, data)
+            except (TimeoutError, socket.timeout):
+                self._drop()
+                raise
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, http.client.BadStatusLine):
+                self._drop()
+                if attempt == 2 or not reused:
+                    raise
+            except (OSError, http.client.HTTPException):
+                self._drop()
+                raise
+        raise AssertionError("unreachable")
+
+    # -- API ----------------------------------------------------------------------------------
     def query(self, path: str, input_doc: Any) -> OpaAnswer:
         """POST /v1/data/<path> and return the result; raise OpaError on anything unusable."""
         started = time.perf_counter()
-        body = json.dumps({"input": input_doc}, separators=(",", ":"), default=str)
+        body = json.dumps({"input": input_doc}, separators=(",", ":"), default=str).encode()
         try:
-            response = self._session().post(
-                f"{self.url}/v1/data/{path.strip('/')}?provenance=true",
-                data=body,
-                timeout=(self.connect_timeout, self.timeout),
-            )
-        except requests.Timeout as exc:
-            self._drop_session()
+            reply = self._request("POST", f"/v1/data/{path.strip('/')}?provenance=true", body)
+        except (TimeoutError, socket.timeout) as exc:
             raise OpaError(OPA_TIMEOUT, f"OPA did not answer within {self.timeout}s", _ms(started)) from exc
-        except requests.ConnectionError as exc:
-            self._drop_session()
+        except (OSError, http.client.HTTPException) as exc:
             raise OpaError(OPA_UNAVAILABLE, f"OPA is unreachable at {self.url}", _ms(started)) from exc
-        except requests.RequestException as exc:
-            raise OpaError(OPA_UNAVAILABLE, f"OPA request failed: {type(exc).__name__}", _ms(started)) from exc
         latency = _ms(started)
-        if response.status_code != 200:
-            raise OpaError(OPA_ERROR, f"OPA answered HTTP {response.status_code}: {response.text[:200]}", latency)
+        if reply.status != 200:
+            text = reply.body[:200].decode("utf-8", "replace")
+            raise OpaError(OPA_ERROR, f"OPA answered HTTP {reply.status}: {text}", latency)
         try:
-            payload = response.json()
+            payload = json.loads(reply.body)
         except ValueError as exc:
             raise OpaError(OPA_MALFORMED, "OPA answered with a body that is not JSON", latency) from exc
         if not isinstance(payload, dict):
@@ -117,16 +161,12 @@ class OpaClient:
     def health(self, *, bundles: bool = True) -> tuple[bool, str]:
         """(healthy, detail) from GET /health; never raises."""
         try:
-            response = self._session().get(
-                f"{self.url}/health{'?bundles' if bundles else ''}",
-                timeout=(self.connect_timeout, max(self.timeout, 1.0)),
-            )
-        except requests.RequestException as exc:
-            self._drop_session()
+            reply = self._request("GET", "/health?bundles" if bundles else "/health", None)
+        except (OSError, http.client.HTTPException) as exc:
             return False, f"unreachable: {type(exc).__name__}"
-        if response.status_code == 200:
+        if reply.status == 200:
             return True, "ok"
-        return False, f"HTTP {response.status_code}: {response.text[:200]}"
+        return False, f"HTTP {reply.status}: {reply.body[:200].decode('utf-8', 'replace')}"
 
 
 def _revision(payload: dict[str, Any]) -> str | None:

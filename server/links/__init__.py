@@ -1,0 +1,2 @@
+"""Smart links: advertisers, offers, affiliates, links and their arms, approved allocations,
+clicks, conversions, traffic sources and campaigns."""
