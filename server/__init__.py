@@ -33,7 +33,6 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_SECURE=settings.session_cookie_secure,
         SESSION_COOKIE_NAME="smartlinks_session",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
-        JSON_SORT_KEYS=False,
     )
     logging.getLogger("server").setLevel(settings.log_level)
 

@@ -131,7 +131,7 @@ def bootstrap() -> None:
     from sqlalchemy import func, select
 
     from server.auth.models import User
-    from server.auth.services import create_user
+    from server.auth.services import AuthError, create_user
 
     settings = _settings()
     database = _database(settings)
@@ -140,7 +140,10 @@ def bootstrap() -> None:
             click.echo("users exist already; log in with your account")
             return
         password = settings.bootstrap_admin_password or secrets.token_urlsafe(18)
-        create_user(uow.session, settings.bootstrap_admin_email, password, "admin")
+        try:
+            create_user(uow.session, settings.bootstrap_admin_email, password, "admin")
+        except AuthError as exc:
+            raise click.ClickException(f"cannot create the first admin: {exc}") from exc
         uow.commit()
     secret_file = Path(settings.var_dir) / "admin-password.txt"
     if not settings.bootstrap_admin_password:

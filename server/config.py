@@ -10,7 +10,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_SOURCE_ROOT = Path(__file__).resolve().parent.parent
+# A checkout (editable install) keeps rego/ beside server/; an installed package runs from a
+# working directory that holds rego/ and var/ (the Docker image sets REGO_DIR etc. explicitly).
+PROJECT_ROOT = _SOURCE_ROOT if (_SOURCE_ROOT / "rego").is_dir() else Path.cwd()
 DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the known default production refuses
 SECRET_NAMES = ("SECRET_KEY", "BOOTSTRAP_ADMIN_PASSWORD")
 ENVIRONMENTS = ("development", "test", "production")

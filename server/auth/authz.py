@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 AUTHZ_PATH = "smartlinks/authz/result"
 PUBLIC_PATH = "config/authz/public_endpoints"
-ALWAYS_PUBLIC = frozenset({"health.healthz", "health.readyz", "static"})
+ALWAYS_PUBLIC = frozenset({"health.healthz", "health.readyz", "static", "api_meta.openapi"})
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -13,12 +13,12 @@ from server.extensions import services
 from server.governance import services as governance
 from server.governance.actions import DecisionRequestSchema, KillSwitchSchema
 from server.governance.gateway import Actor, AuthzDenied, AuthzRequest
-from server.policy.opa_client import OPA_UNAVAILABLE
+from server.policy.opa_client import OPA_ERROR, OPA_MALFORMED, OPA_TIMEOUT, OPA_UNAVAILABLE, OPA_UNDEFINED
 
 decisions_api = Blueprint("decisions_api", __name__, url_prefix="/v1/decisions")
 controls_api = Blueprint("controls_api", __name__, url_prefix="/v1/controls")
 
-FAILED_CLOSED = {OPA_UNAVAILABLE, "opa_timeout", "opa_error", "opa_undefined", "opa_malformed"}
+FAILED_CLOSED = frozenset({OPA_UNAVAILABLE, OPA_TIMEOUT, OPA_ERROR, OPA_UNDEFINED, OPA_MALFORMED})
 
 
 def json_body() -> dict[str, Any]:
@@ -68,7 +68,7 @@ def create_decision() -> tuple[Response, int]:
                 ) from exc
             raise Problem(403, "Forbidden", "your role does not allow this", extra={"reasons": codes}) from exc
         uow.commit()
-    status = 503 if outcome.record.error_code == OPA_UNAVAILABLE else 200
+    status = 503 if outcome.record.error_code in FAILED_CLOSED else 200
     return jsonify(governance.outcome_body(outcome)), status
 
 

@@ -116,7 +116,7 @@ class OpaClient:
                 if response.will_close:
                     self._drop()
                 return _Reply(response.status, data)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 self._drop()
                 raise
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, http.client.BadStatusLine):
@@ -135,7 +135,7 @@ class OpaClient:
         body = json.dumps({"input": input_doc}, separators=(",", ":"), default=str).encode()
         try:
             reply = self._request("POST", f"/v1/data/{path.strip('/')}?provenance=true", body)
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             raise OpaError(OPA_TIMEOUT, f"OPA did not answer within {self.timeout}s", _ms(started)) from exc
         except (OSError, http.client.HTTPException) as exc:
             raise OpaError(OPA_UNAVAILABLE, f"OPA is unreachable at {self.url}", _ms(started)) from exc

@@ -98,7 +98,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_api_tokens_prefix"), ["prefix"], unique=False)
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_api_tokens_prefix"))
