@@ -1,0 +1,558 @@
+"""Regret benchmark: per-click vs governed batched Thompson sampling, UCB1, KL-UCB and MABWiser.
+
+Reproduces the Bernoulli setting of Chapelle & Li (2011), "An Empirical Evaluation of Thompson
+Sampling": K arms, the best with conversion rate 0.5 and the others 0.5 - eps, Beta(1, 1) priors.
+The reported regret is the *expected* cumulative regret at the horizon, ``sum_t (p* - p_{a_t})``,
+computed from the true rates. The best arm's position is drawn at random per replication so that
+argmax tie-breaking favours no policy.
+
+Policies:
+
+* ``ts``: per-click Thompson sampling (numpy, vectorised over replications; ``--ts-engine python``
+  runs :class:`algorithms.thompson.ThompsonPolicy` with ``random.betavariate`` instead).
+* ``batched_governed``: the production loop. Each batch, :class:`algorithms.thompson.ThompsonSampling`
+  proposes P(best) by Monte Carlo, the *default RCP limits* are applied
+  (:func:`algorithms.constraints.govern_allocation`: every weight >= floor = min(0.01, 1/(2K)) and
+  no weight moves by more than 0.25 absolute per cycle, projected back onto the simplex), and
+  the batch's clicks are routed by :class:`algorithms.base.AliasSampler` from the approved weights.
+* ``batched_free``: the same without the RCP limits (the proposal is routed as is).
+* ``ucb1``: per-click UCB1, ``mean + sqrt(2 ln t / n)``.
+* ``kl_ucb``: per-click KL-UCB, ``ln t`` exploration (c = 0).
+* ``mab_ts``, ``mab_ucb1``: MABWiser's ``ThompsonSampling`` and ``UCB1(alpha=1)``: one
+  ``predict()`` per click, ``partial_fit`` every ``--mab-fit-every`` clicks (MABWiser is too slow
+  to refit per click), after an initial ``fit`` on one click of every arm.
+
+The Lai-Robbins lower bound is ``C ln T`` with ``C = sum_{i suboptimal} (p* - p_i) / kl(p_i, p*)``.
+
+Run ``python -m bench.regret`` (defaults: T = 100000, 20 replications, K = 10, eps 0.1 and 0.02)
+or ``python -m bench.regret --quick`` for a CI smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from algorithms.base import AliasSampler, ArmStats  # noqa: E402
+from algorithms.constraints import govern_allocation  # noqa: E402
+from algorithms.thompson import ThompsonPolicy, ThompsonSampling, thompson_choices  # noqa: E402
+from algorithms.ucb import kl_bernoulli, kl_ucb_indices, ucb1_indices  # noqa: E402
+
+FloatArray = npt.NDArray[np.float64]
+
+POLICIES: dict[str, str] = {
+    "ts": "TS per-click",
+    "batched_governed": "TS batched + RCP limits (AliasSampler)",
+    "batched_free": "TS batched, no limits",
+    "ucb1": "UCB1 per-click",
+    "kl_ucb": "KL-UCB per-click",
+    "mab_ts": "MABWiser ThompsonSampling",
+    "mab_ucb1": "MABWiser UCB1",
+}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything a run depends on (with the seed, the results are deterministic)."""
+
+    k: int = 10
+    eps: tuple[float, ...] = (0.1, 0.02)
+    horizon: int = 100_000
+    reps: int = 20
+    batch: int = 1000
+    batch_growth: float = 1.0
+    batch_max: int = 1_000_000
+    mc_samples: int = 10_000
+    mab_reps: int | None = None
+    mab_horizon: int | None = None
+    mab_fit_every: int = 100
+    ts_engine: str = "numpy"
+    policies: tuple[str, ...] = tuple(POLICIES)
+    seed: int = 2011
+    jobs: int = 1
+    rcp_floor: float | None = None
+    rcp_max_change: float = 0.25
+
+    def floor(self) -> float:
+        """RCP exploration floor: ``rcp_floor`` if set, else the default min(0.01, 1/(2K))."""
+        return min(0.01, 1.0 / (2 * self.k)) if self.rcp_floor is None else self.rcp_floor
+
+
+@dataclass
+class PolicyResult:
+    """Regret of one policy at one eps over its replications."""
+
+    policy: str
+    label: str
+    eps: float
+    horizon: int
+    reps: int
+    regrets: list[float]
+    seconds: float
+    note: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mean(self) -> float:
+        """Mean regret at the horizon."""
+        return float(np.mean(self.regrets))
+
+    @property
+    def stderr(self) -> float:
+        """Standard error of the mean regret."""
+        if len(self.regrets) < 2:
+            return float("nan")
+        return float(np.std(self.regrets, ddof=1) / math.sqrt(len(self.regrets)))
+
+
+def arm_means(k: int, eps: float, best: float = 0.5) -> FloatArray:
+    """Chapelle & Li arms: one at ``best``, ``k - 1`` at ``best - eps``."""
+    p = np.full(k, best - eps)
+    p[0] = best
+    return p
+
+
+def lai_robbins_constant(p: Sequence[float] | FloatArray) -> float:
+    """``sum_{i: p_i < p*} (p* - p_i) / kl(p_i, p*)``: regret >= (this + o(1)) ln T."""
+    arr = np.asarray(p, dtype=np.float64)
+    best = float(arr.max())
+    sub = arr[arr < best]
+    return float(np.sum((best - sub) / kl_bernoulli(sub, best)))
+
+
+def batch_schedule(horizon: int, batch: int, growth: float = 1.0, batch_max: int | None = None) -> list[int]:
+    """Batch sizes summing to ``horizon``: ``batch``, then times ``growth`` per cycle, up to ``batch_max``."""
+    if batch < 1 or growth < 1.0:
+        raise ValueError("batch must be >= 1 and growth >= 1")
+    cap = batch_max if batch_max is not None else horizon
+    out: list[int] = []
+    size = float(batch)
+    done = 0
+    while done < horizon:
+        b = min(int(size), cap, horizon - done)
+        out.append(b)
+        done += b
+        size = min(size * growth, float(cap))
+    return out
+
+
+def _problem(cfg: BenchConfig, eps: float, reps: int, rng: np.random.Generator) -> FloatArray:
+    """Per-replication arm means (reps, K), the best arm at a random position in each row."""
+    base = arm_means(cfg.k, eps)
+    rows = np.empty((reps, cfg.k))
+    for r in range(reps):
+        rows[r] = rng.permutation(base)
+    return rows
+
+
+def _regret(pulls: FloatArray, p: FloatArray) -> FloatArray:
+    gap = p.max(axis=1, keepdims=True) - p
+    out: FloatArray = (pulls * gap).sum(axis=1)
+    return out
+
+
+def sim_ts(p: FloatArray, horizon: int, rng: np.random.Generator, block: int = 4096) -> FloatArray:
+    """Per-click Thompson sampling, vectorised over replications (rows of ``p``)."""
+    reps, k = p.shape
+    s = np.zeros((reps, k))
+    n = np.zeros((reps, k))
+    rows = np.arange(reps)
+    u = rng.random((0, reps))
+    for t in range(horizon):
+        if t % block == 0:
+            u = rng.random((min(block, horizon - t), reps))
+        arms = thompson_choices(s, n - s, rng)
+        n[rows, arms] += 1.0
+        s[rows, arms] += u[t % block] < p[rows, arms]
+    return _regret(n, p)
+
+
+def sim_ts_python(p: FloatArray, horizon: int, rng: np.random.Generator) -> FloatArray:
+    """Per-click Thompson sampling with :class:`ThompsonPolicy` (pure Python, one replication at a time)."""
+    reps, k = p.shape
+    pulls = np.zeros((reps, k))
+    for r in range(reps):
+        rnd = random.Random(int(rng.integers(2**63)))  # noqa: S311
+        policy = ThompsonPolicy([str(i) for i in range(k)], rng=rnd)
+        probs = p[r].tolist()
+        counts = [0] * k
+        draw = rnd.random
+        for _ in range(horizon):
+            i = policy.select_index()
+            counts[i] += 1
+            policy.update(i, draw() < probs[i])
+        pulls[r] = counts
+    return _regret(pulls, p)
+
+
+def _sim_index(
+    p: FloatArray,
+    horizon: int,
+    rng: np.random.Generator,
+    index: Callable[[FloatArray, FloatArray, float], FloatArray],
+) -> FloatArray:
+    reps, k = p.shape
+    s = np.zeros((reps, k))
+    n = np.zeros((reps, k))
+    rows = np.arange(reps)
+    block = 4096
+    u = rng.random((0, reps))
+    for t in range(horizon):
+        if t % block == 0:
+            u = rng.random((min(block, horizon - t), reps))
+        if t < k:
+            arms = np.full(reps, t)
+        else:
+            arms = np.argmax(index(s, n, float(t)), axis=1)
+        n[rows, arms] += 1.0
+        s[rows, arms] += u[t % block] < p[rows, arms]
+    return _regret(n, p)
+
+
+def sim_ucb1(p: FloatArray, horizon: int, rng: np.random.Generator) -> FloatArray:
+    """Per-click UCB1 (c = 2), vectorised over replications."""
+    return _sim_index(p, horizon, rng, lambda s, n, t: ucb1_indices(s, n, t, 2.0))
+
+
+def sim_kl_ucb(p: FloatArray, horizon: int, rng: np.random.Generator) -> FloatArray:
+    """Per-click KL-UCB (c = 0), vectorised over replications."""
+    return _sim_index(p, horizon, rng, lambda s, n, t: kl_ucb_indices(s, n, t, 0.0))
+
+
+def sim_batched(
+    p: FloatArray,
+    schedule: Sequence[int],
+    rng: np.random.Generator,
+    *,
+    governed: bool,
+    floor: float,
+    mc_samples: int,
+    max_change: float = 0.25,
+) -> tuple[FloatArray, float]:
+    """Batched Thompson allocation routed by :class:`AliasSampler`; returns regrets and mean floor share.
+
+    The second value is the average (over replications and batches) of the weight the approved
+    allocation gives the worst-placed arm, to show the cost of the exploration floor.
+    """
+    reps, k = p.shape
+    algo = ThompsonSampling(n_samples=mc_samples)
+    ids = [f"arm{i}" for i in range(k)]
+    pos = {a: i for i, a in enumerate(ids)}
+    pulls = np.zeros((reps, k))
+    min_weights: list[float] = []
+    for r in range(reps):
+        rnd = random.Random(int(rng.integers(2**63)))  # noqa: S311
+        conv = np.zeros(k, dtype=np.int64)
+        clicks = np.zeros(k, dtype=np.int64)
+        current: dict[str, float] = {a: 1.0 / k for a in ids}
+        for size in schedule:
+            stats = [ArmStats(ids[i], int(clicks[i]), int(conv[i]), 0.0) for i in range(k)]
+            proposal = algo.propose(stats, current, rng)
+            approved = govern_allocation(proposal.weights, current, floor, max_change) if governed else proposal.weights
+            sampler = AliasSampler(approved)
+            choose = sampler.choose
+            counts = [0] * k
+            for _ in range(size):
+                counts[pos[choose(rnd)[0]]] += 1
+            c = np.asarray(counts, dtype=np.int64)
+            conv += rng.binomial(c, p[r])
+            clicks += c
+            current = approved
+            min_weights.append(min(approved.values()))
+        pulls[r] = clicks
+    return _regret(pulls, p), float(np.mean(min_weights))
+
+
+def sim_mabwiser(p: FloatArray, horizon: int, rng: np.random.Generator, *, policy: str, fit_every: int) -> FloatArray:
+    """MABWiser policy: ``predict()`` per click, ``partial_fit`` every ``fit_every`` clicks."""
+    from mabwiser.mab import MAB, LearningPolicy
+
+    reps, k = p.shape
+    pulls = np.zeros((reps, k))
+    arms = list(range(k))
+    for r in range(reps):
+        lp = LearningPolicy.ThompsonSampling() if policy == "ts" else LearningPolicy.UCB1(alpha=1.0)
+        mab = MAB(arms, lp, seed=int(rng.integers(2**31)))
+        first = np.asarray(arms)
+        mab.fit(first, (rng.random(k) < p[r]).astype(np.int64))
+        counts = np.ones(k)
+        t = k
+        while t < horizon:
+            b = min(fit_every, horizon - t)
+            decisions = np.fromiter((mab.predict() for _ in range(b)), dtype=np.int64, count=b)
+            rewards = (rng.random(b) < p[r, decisions]).astype(np.int64)
+            mab.partial_fit(decisions, rewards)
+            counts += np.bincount(decisions, minlength=k)
+            t += b
+        pulls[r] = counts
+    return _regret(pulls, p)
+
+
+def run_policy(cfg: BenchConfig, eps: float, policy: str) -> PolicyResult:
+    """Simulate one policy at one eps (deterministic given ``cfg.seed``)."""
+    eps_i = cfg.eps.index(eps) if eps in cfg.eps else 0
+    seq = np.random.SeedSequence([cfg.seed, eps_i, list(POLICIES).index(policy)])
+    rng = np.random.default_rng(seq)
+    is_mab = policy.startswith("mab_")
+    reps = (cfg.mab_reps or cfg.reps) if is_mab else cfg.reps
+    horizon = (cfg.mab_horizon or cfg.horizon) if is_mab else cfg.horizon
+    p = _problem(cfg, eps, reps, rng)
+    note = ""
+    extra: dict[str, float] = {}
+    if is_mab:
+        import mabwiser.mab  # noqa: F401 - import (about 2 s, scikit-learn) outside the timing
+
+    start = time.perf_counter()
+    if policy == "ts":
+        regrets = sim_ts(p, horizon, rng) if cfg.ts_engine == "numpy" else sim_ts_python(p, horizon, rng)
+        note = f"engine={cfg.ts_engine}"
+    elif policy in ("batched_governed", "batched_free"):
+        schedule = batch_schedule(horizon, cfg.batch, cfg.batch_growth, cfg.batch_max)
+        governed = policy == "batched_governed"
+        regrets, min_w = sim_batched(
+            p,
+            schedule,
+            rng,
+            governed=governed,
+            floor=cfg.floor(),
+            mc_samples=cfg.mc_samples,
+            max_change=cfg.rcp_max_change,
+        )
+        extra["mean_min_weight"] = min_w
+        extra["batches"] = float(len(schedule))
+        note = f"{len(schedule)} batches"
+        if governed:
+            forced = (cfg.k - 1) * cfg.floor() * eps * (horizon - schedule[0])
+            extra["floor_forced_regret"] = forced
+            note += f", floor {cfg.floor():g} (forces >= {forced:.0f}), max change {cfg.rcp_max_change:g}"
+    elif policy == "ucb1":
+        regrets = sim_ucb1(p, horizon, rng)
+    elif policy == "kl_ucb":
+        regrets = sim_kl_ucb(p, horizon, rng)
+    elif is_mab:
+        regrets = sim_mabwiser(p, horizon, rng, policy=policy[4:], fit_every=cfg.mab_fit_every)
+        note = f"partial_fit every {cfg.mab_fit_every}"
+    else:
+        raise ValueError(f"unknown policy {policy!r}")
+    seconds = time.perf_counter() - start
+    return PolicyResult(policy, POLICIES[policy], eps, horizon, reps, [float(x) for x in regrets], seconds, note, extra)
+
+
+def _run_task(args: tuple[BenchConfig, float, str]) -> PolicyResult:
+    return run_policy(*args)
+
+
+_COST = {
+    "mab_ts": 6,
+    "kl_ucb": 5,
+    "batched_governed": 4,
+    "batched_free": 4,
+    "mab_ucb1": 3,
+    "ts": 2,
+    "ucb1": 1,
+}
+
+
+def run_benchmark(cfg: BenchConfig) -> list[PolicyResult]:
+    """Run every (eps, policy) pair of ``cfg``, in ``cfg.jobs`` processes; results in input order."""
+    for name in cfg.policies:
+        if name not in POLICIES:
+            raise ValueError(f"unknown policy {name!r}; choose from {list(POLICIES)}")
+    tasks = [(cfg, eps, pol) for eps in cfg.eps for pol in cfg.policies]
+    if cfg.jobs <= 1 or len(tasks) == 1:
+        return [run_policy(*t) for t in tasks]
+    order = sorted(range(len(tasks)), key=lambda i: -_COST.get(tasks[i][2], 0))
+    results: dict[int, PolicyResult] = {}
+    with ProcessPoolExecutor(max_workers=cfg.jobs) as pool:
+        futures = {i: pool.submit(_run_task, tasks[i]) for i in order}
+        for i, fut in futures.items():
+            results[i] = fut.result()
+    return [results[i] for i in range(len(tasks))]
+
+
+@dataclass
+class SpeedResult:
+    """Arm choices per second on the click path."""
+
+    alias_choose: float
+    alias_sample_eligible: float
+    thompson_policy_select: float
+    mab_ts_predict: float
+    mab_ucb1_predict: float
+
+
+def measure_speed(k: int = 10, n_alias: int = 1_000_000, n_mab: int = 20_000, seed: int = 7) -> SpeedResult:
+    """Time AliasSampler choices vs ThompsonPolicy.select and MABWiser predict() (single thread)."""
+    from mabwiser.mab import MAB, LearningPolicy
+
+    gen = np.random.default_rng(seed)
+    weights = {f"offer_{i}": float(w) for i, w in enumerate(gen.dirichlet(np.ones(k)))}
+    sampler = AliasSampler(weights)
+    rnd = random.Random(seed)  # noqa: S311
+    choose = sampler.choose
+    t0 = time.perf_counter()
+    for _ in range(n_alias):
+        choose(rnd)
+    alias = n_alias / (time.perf_counter() - t0)
+    eligible = set(list(weights)[: max(1, k // 2)])
+    n_el = n_alias // 5
+    t0 = time.perf_counter()
+    for _ in range(n_el):
+        sampler.sample_eligible(eligible, rnd)
+    alias_el = n_el / (time.perf_counter() - t0)
+    ts = ThompsonPolicy(list(weights), rng=rnd)
+    for i in range(2000):
+        ts.update(i % k, rnd.random() < 0.05)
+    t0 = time.perf_counter()
+    for _ in range(n_mab):
+        ts.select()
+    ts_rate = n_mab / (time.perf_counter() - t0)
+    rates: list[float] = []
+    decisions = gen.integers(0, k, 5000)
+    rewards = (gen.random(5000) < 0.05).astype(np.int64)
+    for lp in (LearningPolicy.ThompsonSampling(), LearningPolicy.UCB1(alpha=1.0)):
+        mab = MAB(list(range(k)), lp, seed=seed)
+        mab.fit(decisions, rewards)
+        t0 = time.perf_counter()
+        for _ in range(n_mab):
+            mab.predict()
+        rates.append(n_mab / (time.perf_counter() - t0))
+    return SpeedResult(alias, alias_el, ts_rate, rates[0], rates[1])
+
+
+def _find(results: Sequence[PolicyResult], eps: float, policy: str) -> PolicyResult | None:
+    for r in results:
+        if r.eps == eps and r.policy == policy:
+            return r
+    return None
+
+
+def format_report(cfg: BenchConfig, results: Sequence[PolicyResult], speed: SpeedResult | None) -> str:
+    """The text table printed by :func:`main`."""
+    lines: list[str] = []
+    for eps in cfg.eps:
+        p = arm_means(cfg.k, eps)
+        c = lai_robbins_constant(p)
+        lb = c * math.log(cfg.horizon)
+        lines.append("")
+        lines.append(f"K={cfg.k}  best p=0.5  eps={eps:g}  T={cfg.horizon}  Lai-Robbins C={c:.1f}  C*ln(T)={lb:.1f}")
+        head = (
+            f"{'policy':<40} {'T':>7} {'reps':>4} {'mean regret':>12} {'std err':>9} {'/C lnT':>7} {'time s':>7}  note"
+        )
+        lines.append(head)
+        lines.append("-" * len(head))
+        for r in results:
+            if r.eps != eps:
+                continue
+            lb_r = c * math.log(r.horizon)
+            lines.append(
+                f"{r.label:<40} {r.horizon:>7} {r.reps:>4} {r.mean:>12.1f} {r.stderr:>9.1f} "
+                f"{r.mean / lb_r:>7.2f} {r.seconds:>7.1f}  {r.note}"
+            )
+        gov = _find(results, eps, "batched_governed")
+        for ref_name in ("ts", "ucb1", "kl_ucb", "batched_free"):
+            ref = _find(results, eps, ref_name)
+            if gov is not None and ref is not None and ref.horizon == gov.horizon and ref.mean > 0:
+                lines.append(f"ratio batched_governed / {ref_name}: {gov.mean / ref.mean:.3f}")
+    if speed is not None:
+        lines.append("")
+        lines.append(f"arm choice speed (K={cfg.k}, one core)")
+        lines.append(f"  AliasSampler.choose            {speed.alias_choose:>14,.0f} /s")
+        lines.append(f"  AliasSampler.sample_eligible   {speed.alias_sample_eligible:>14,.0f} /s (half eligible)")
+        lines.append(f"  ThompsonPolicy.select          {speed.thompson_policy_select:>14,.0f} /s")
+        lines.append(f"  MABWiser TS predict()          {speed.mab_ts_predict:>14,.0f} /s")
+        lines.append(f"  MABWiser UCB1 predict()        {speed.mab_ucb1_predict:>14,.0f} /s")
+        lines.append(f"  ratio AliasSampler / MABWiser TS predict:   {speed.alias_choose / speed.mab_ts_predict:,.0f}x")
+        ucb_ratio = speed.alias_choose / speed.mab_ucb1_predict
+        lines.append(f"  ratio AliasSampler / MABWiser UCB1 predict: {ucb_ratio:,.1f}x")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, argparse.Namespace]:
+    """Command line -> configuration."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--horizon", type=int, default=None, help="clicks per run (default 100000; --quick 10000)")
+    ap.add_argument("--reps", type=int, default=None, help="replications (default 20; --quick 3)")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.02])
+    ap.add_argument("--batch", type=int, default=1000, help="(first) batch size of the batched policies")
+    ap.add_argument("--batch-growth", type=float, default=1.0, help="batch size multiplier per cycle (1 = fixed)")
+    ap.add_argument("--batch-max", type=int, default=1_000_000, help="largest batch when growing")
+    ap.add_argument("--mc-samples", type=int, default=10_000, help="Monte Carlo draws per allocation")
+    ap.add_argument("--mab-reps", type=int, default=None, help="replications for MABWiser (default: --reps)")
+    ap.add_argument("--mab-horizon", type=int, default=None, help="horizon for MABWiser (default: --horizon)")
+    ap.add_argument("--mab-fit-every", type=int, default=100, help="clicks between MABWiser partial_fit calls")
+    ap.add_argument("--ts-engine", choices=["numpy", "python"], default="numpy")
+    ap.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(POLICIES))
+    ap.add_argument("--floor", type=float, default=None, help="RCP floor (default min(0.01, 1/(2K)))")
+    ap.add_argument("--max-change", type=float, default=0.25, help="RCP max weight change per cycle")
+    ap.add_argument("--seed", type=int, default=2011)
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--no-speed", action="store_true", help="skip the arm-choice speed measurement")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    ap.add_argument("--quick", action="store_true", help="CI smoke run: horizon 10000, 3 replications")
+    ns = ap.parse_args(argv)
+    if ns.horizon is None:
+        ns.horizon = 10_000 if ns.quick else 100_000
+    if ns.reps is None:
+        ns.reps = 3 if ns.quick else 20
+    cfg = BenchConfig(
+        k=ns.k,
+        eps=tuple(ns.eps),
+        horizon=ns.horizon,
+        reps=ns.reps,
+        batch=ns.batch,
+        batch_growth=ns.batch_growth,
+        batch_max=ns.batch_max,
+        mc_samples=ns.mc_samples,
+        mab_reps=ns.mab_reps,
+        mab_horizon=ns.mab_horizon,
+        mab_fit_every=ns.mab_fit_every,
+        ts_engine=ns.ts_engine,
+        policies=tuple(ns.policies),
+        seed=ns.seed,
+        jobs=ns.jobs,
+        rcp_floor=ns.floor,
+        rcp_max_change=ns.max_change,
+    )
+    return cfg, ns
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and print the table."""
+    cfg, ns = parse_args(argv)
+    t0 = time.perf_counter()
+    results = run_benchmark(cfg)
+    wall = time.perf_counter() - t0
+    speed = None if ns.no_speed else measure_speed(cfg.k, n_alias=200_000 if ns.quick else 1_000_000)
+    print(format_report(cfg, results, speed))
+    print(f"\nsimulation wall time {wall:.1f} s with {cfg.jobs} process(es)")
+    if ns.json is not None:
+        payload = {
+            "config": asdict(cfg),
+            "results": [asdict(r) | {"mean": r.mean, "stderr": r.stderr} for r in results],
+            "speed": asdict(speed) if speed is not None else None,
+            "wall_seconds": wall,
+        }
+        ns.json.write_text(json.dumps(payload, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
