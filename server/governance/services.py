@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -39,10 +39,23 @@ def decide_for_caller(
     request: AuthzRequest,
 ) -> Outcome:
     """Decide a service's action (authorised in the same OPA query). The service executes the
-    action itself, so the gateway only records; clamps are applied and returned."""
+    action itself, so the gateway only records; clamps are applied and returned.
+
+    The actor is the caller's claim about who proposes the action (an algorithm, say): it is
+    recorded, but it carries no privileges. Its roles are dropped, and a caller may not claim to
+    be the system or another person; permissions come from the authenticated caller."""
+    action = action_from_payload(payload["action"])
+    if action.actor.kind in ("system", "user") and action.actor.id != caller.id:
+        raise Problem(
+            400,
+            "Validation failed",
+            "an API caller may not act as the system or as another user",
+            errors={"action": {"actor": {"kind": [f"{action.actor.kind!r} is reserved for the server's own actions"]}}},
+        )
+    action = replace(action, actor=replace(action.actor, roles=()))
     return gateway.decide(
         session,
-        action_from_payload(payload["action"]),
+        action,
         state=payload.get("state"),
         caller=caller,
         dry_run=bool(payload.get("dry_run")),

@@ -212,3 +212,22 @@ def test_revoked_token_stops_working(app: Flask, client: FlaskClient) -> None:
     assert all("token" not in t for t in listed), "a token is shown once, at creation"
     assert client.delete(f"/v1/tokens/{created.json['id']}", headers=admin).status_code == 200
     assert client.get("/v1/me", headers=header).status_code == 401
+
+
+def test_claimed_actor_roles_carry_no_privilege(client: FlaskClient, auth_header: dict[str, str]) -> None:
+    """A service may say which algorithm proposes an action, not which roles it holds."""
+    claim = {
+        "action": {
+            "type": "link.resume",
+            "actor": {"id": "mallory", "kind": "service", "roles": ["admin"]},
+            "target": {"kind": "link", "id": "lnk_1"},
+        }
+    }
+    body = client.post("/v1/decisions", json=claim, headers=auth_header).json
+    assert body["allow"] is False
+    assert "actor_not_permitted" in {r["code"] for r in body["reasons"]}
+    system = {
+        "action": {"type": "link.resume", "actor": {"id": "sys", "kind": "system"}, "target": claim["action"]["target"]}
+    }
+    response = client.post("/v1/decisions", json=system, headers=auth_header)
+    assert response.status_code == 400 and "actor" in response.json["errors"]["action"]
