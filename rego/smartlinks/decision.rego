@@ -10,6 +10,7 @@ package smartlinks
 import data.smartlinks.authz
 import data.smartlinks.budget_arbitrage
 import data.smartlinks.operations
+import data.smartlinks.payouts
 import data.smartlinks.safety
 import data.smartlinks.thompson_sampling
 import data.smartlinks.traffic_optimizer
@@ -39,6 +40,8 @@ handler := "budget_arbitrage" if action_type == "budget.reallocate"
 
 handler := "operations" if action_type in operations.action_types
 
+handler := "payouts" if action_type in payouts.action_types
+
 outcome := {"deny": traffic_optimizer.deny, "obligations": traffic_optimizer.obligations} if handler == "traffic_optimizer"
 
 outcome := {"deny": thompson_sampling.deny, "obligations": thompson_sampling.obligations} if handler == "thompson_sampling"
@@ -48,6 +51,8 @@ outcome := {"deny": ucb.deny, "obligations": ucb.obligations} if handler == "ucb
 outcome := {"deny": budget_arbitrage.deny, "obligations": budget_arbitrage.obligations} if handler == "budget_arbitrage"
 
 outcome := {"deny": operations.deny, "obligations": operations.obligations} if handler == "operations"
+
+outcome := {"deny": payouts.deny, "obligations": payouts.obligations} if handler == "payouts"
 
 unknown_action := {
 	"code": "unknown_action_type",
@@ -71,6 +76,12 @@ unknown_action := {
 # letting the action through unchecked.
 policy_deny := {unknown_action} if {
 	handler == ""
+} else := {{
+	"code": "policy_error",
+	"policy": "decision",
+	"message": sprintf("data.config.%v is missing from the bundle", [handler]),
+}} if {
+	not configured(handler)
 } else := outcome.deny if {
 	is_set(outcome.deny)
 } else := {{
@@ -79,9 +90,11 @@ policy_deny := {unknown_action} if {
 	"message": sprintf("policy %v gave no answer for this input", [handler]),
 }}
 
-policy_obligations := outcome.obligations if is_object(outcome.obligations)
+configured(section) if is_object(data.config[section])
 
-else := {}
+policy_obligations := outcome.obligations if {
+	is_object(outcome.obligations)
+} else := {}
 
 reasons := safety.deny | policy_deny
 

@@ -7,7 +7,7 @@
 # for every other reason.
 package smartlinks.authz
 
-cfg := data.config.authz
+import data.config.authz as cfg
 
 subject := s if {
 	s := input.subject

@@ -6,9 +6,8 @@
 # total above the global cap are repaired by a clamp obligation instead.
 package smartlinks.budget_arbitrage
 
+import data.config.budget_arbitrage as cfg
 import data.smartlinks.lib.bounds
-
-cfg := data.config.budget_arbitrage
 
 campaigns := c if {
 	c := input.state.campaigns
@@ -73,24 +72,24 @@ deny contains {
 
 # --- per-campaign limits -----------------------------------------------------------
 
-current(campaign) := campaigns[campaign].budget if is_number(campaigns[campaign].budget)
+current(campaign) := campaigns[campaign].budget if {
+	is_number(campaigns[campaign].budget)
+} else := 0
 
-else := 0
-
-spent(campaign) := campaigns[campaign].spend_today if is_number(campaigns[campaign].spend_today)
-
-else := 0
+spent(campaign) := campaigns[campaign].spend_today if {
+	is_number(campaigns[campaign].spend_today)
+} else := 0
 
 # The lower of the campaign's own daily cap and the default per-campaign cap.
-cap(campaign) := min([cfg.per_campaign_cap, campaigns[campaign].daily_cap]) if is_number(campaigns[campaign].daily_cap)
-
-else := cfg.per_campaign_cap
+cap(campaign) := min([cfg.per_campaign_cap, campaigns[campaign].daily_cap]) if {
+	is_number(campaigns[campaign].daily_cap)
+} else := cfg.per_campaign_cap
 
 # A budget may move by max_shift_ratio of the current budget, or by
 # max_shift_amount when that is larger (so a small or zero budget can still grow).
-shift_limit(campaign) := max([cfg.max_shift_ratio * current(campaign), cfg.max_shift_amount]) if is_number(cfg.max_shift_amount)
-
-else := cfg.max_shift_ratio * current(campaign)
+shift_limit(campaign) := max([cfg.max_shift_ratio * current(campaign), cfg.max_shift_amount]) if {
+	is_number(cfg.max_shift_amount)
+} else := cfg.max_shift_ratio * current(campaign)
 
 roi_below_floor(campaign) if campaigns[campaign].roi < cfg.roi_floor
 
@@ -98,9 +97,9 @@ roi_below_floor(campaign) if campaigns[campaign].roi < cfg.roi_floor
 # then no increase under the ROI floor, then the shift limit.
 hard_interval(campaign) := [max([0, spent(campaign)]), max([spent(campaign), cap(campaign)])]
 
-roi_interval(campaign) := bounds.narrow(hard_interval(campaign), [0, current(campaign)]) if roi_below_floor(campaign)
-
-else := hard_interval(campaign)
+roi_interval(campaign) := bounds.narrow(hard_interval(campaign), [0, current(campaign)]) if {
+	roi_below_floor(campaign)
+} else := hard_interval(campaign)
 
 intervals[campaign] := bounds.narrow(roi_interval(campaign), [old - limit, old + limit]) if {
 	well_formed
@@ -111,9 +110,9 @@ intervals[campaign] := bounds.narrow(roi_interval(campaign), [old - limit, old +
 
 # --- the global cap ---------------------------------------------------------------
 
-global_cap := min([cfg.global_daily_cap, input.state.global_daily_cap]) if is_number(input.state.global_daily_cap)
-
-else := cfg.global_daily_cap
+global_cap := min([cfg.global_daily_cap, input.state.global_daily_cap]) if {
+	is_number(input.state.global_daily_cap)
+} else := cfg.global_daily_cap
 
 # Campaigns left out of params.budgets keep their budget, so the proposed vector
 # may use only what they leave under the global cap.
@@ -196,9 +195,7 @@ clamp := {"clamp": {
 	well_formed
 	lowest_total <= total_max + cfg.amount_tolerance
 	clamp_needed
-}
-
-else := {}
+} else := {}
 
 clamp_needed if count(out_of_bounds) > 0
 

@@ -185,3 +185,8 @@ test_a_total_increase_above_the_threshold_needs_approval if {
 	budget_arbitrage.obligations == {} with input as proposal({"c1": 1100, "c2": 800})
 		with data.config.budget_arbitrage.approval.increase_above as 100
 }
+
+test_a_campaign_without_a_budget_starts_from_0 if {
+	obligations := budget_arbitrage.obligations with input as proposal_in({"c4": 500}, {"campaigns": {"c4": {}}})
+	obligations.clamp.bounds.c4 == [0, 100]
+}

@@ -12,37 +12,47 @@ import data.smartlinks.lib.weights
 
 # evaluate(policy, cfg) is {"deny": set of reasons, "obligations": object} for the
 # weights in input, judged with the limits in cfg and reported under policy's name.
-evaluate(policy, cfg) := {"deny": deny, "obligations": obligations} if {
-	shape := weights.shape_violations(cfg)
-	floors := {arm: floor_of(arm, cfg) | some arm in weights.arms}
+evaluate(policy, cfg) := {"deny": deny, "obligations": verdict.obligations} if {
+	verdict := judge(weights.shape_violations(cfg), floors_of(cfg), cfg)
+	deny := {object.union(problem, {"policy": policy}) | some problem in verdict.problems}
+}
+
+# floors_of(cfg)[arm] is the least share arm must keep ("share"; "slack" is share
+# less the tolerance) and the note code used when a proposal gives it less.
+floors_of(cfg) := object.union(
+	{arm: explored | some arm in weights.arms},
+	{arm: starved | some arm in undersampled(cfg)},
+) if {
+	unsampled := max([cfg.exploration_floor, min([cfg.unsampled_min_share, 1 / max([count(weights.arms), 1])])])
+	starved := {"share": unsampled, "slack": unsampled - cfg.bound_tolerance, "code": "arm_starved"}
+	explored := {"share": cfg.exploration_floor, "slack": cfg.exploration_floor - cfg.bound_tolerance, "code": "below_exploration_floor"}
+}
+
+# The arms with fewer than min_samples_before_starve clicks.
+undersampled(cfg) := {arm |
+	some arm, clicks in weights.clicks
+	clicks < cfg.min_samples_before_starve
+}
+
+# A malformed vector is judged on its shape alone. A well-formed one whose every
+# share respects its limits needs nothing more (and, summing to 1 inside them,
+# proves the bounds feasible); otherwise the bounds are worked out per arm.
+judge(shape, floors, cfg) := {"problems": shape, "obligations": {}} if {
+	count(shape) > 0
+} else := {"problems": set(), "obligations": {}} if {
+	change := cfg.max_change_per_cycle + cfg.bound_tolerance
+	every arm, floor in floors {
+		weights.respects(arm, floor.slack, 1, change)
+	}
+} else := bounded(floors, cfg)
+
+bounded(floors, cfg) := {"problems": problems, "obligations": obligations_of(problems, floors, intervals, cfg)} if {
 	intervals := {arm: interval |
 		some arm, floor in floors
 		interval := weights.arm_interval(weights.hard_interval(floor.share, 1), arm, cfg.max_change_per_cycle)
 	}
-	problems := problems_of(shape, intervals, cfg)
-	deny := {object.union(problem, {"policy": policy}) | some problem in problems}
-	obligations := obligations_of(problems, floors, intervals, cfg)
+	problems := weights.infeasibility(intervals, cfg)
 }
-
-undersampled(arm, cfg) if weights.clicks[arm] < cfg.min_samples_before_starve
-
-floor_of(arm, cfg) := {
-	"share": max([cfg.exploration_floor, min([cfg.unsampled_min_share, 1 / count(weights.arms)])]),
-	"code": "arm_starved",
-	"why": sprintf("it has %v clicks, fewer than min_samples_before_starve %v", [weights.clicks[arm], cfg.min_samples_before_starve]),
-} if {
-	undersampled(arm, cfg)
-} else := {
-	"share": cfg.exploration_floor,
-	"code": "below_exploration_floor",
-	"why": "exploration_floor",
-}
-
-# A malformed vector is judged on its shape alone; a well-formed one on whether
-# its bounds can be met at all.
-problems_of(shape, intervals, cfg) := shape if {
-	count(shape) > 0
-} else := weights.infeasibility(intervals, cfg)
 
 obligations_of(problems, floors, intervals, cfg) := {"clamp": weights.clamp(intervals, notes)} if {
 	count(problems) == 0
@@ -61,6 +71,10 @@ floor_notes(arms, floors, cfg) := {note |
 	note := {
 		"code": floor.code,
 		"arm": arm,
-		"message": sprintf("%v gets %v, less than %v (%v)", [arm, weights.proposed[arm], floor.share, floor.why]),
+		"message": sprintf("%v gets %v, less than %v (%v)", [arm, weights.proposed[arm], floor.share, floor_reason(arm, floor.code, cfg)]),
 	}
 }
+
+floor_reason(arm, "arm_starved", cfg) := sprintf("it has %v clicks, fewer than min_samples_before_starve %v", [weights.clicks[arm], cfg.min_samples_before_starve])
+
+floor_reason(_, "below_exploration_floor", _) := "exploration_floor"

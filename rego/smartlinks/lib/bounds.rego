@@ -19,9 +19,17 @@ narrow(interval, constraint) := [lo, hi] if {
 # outside(value, interval, tolerance) holds when value lies outside interval by
 # more than tolerance (tolerance absorbs floating point noise from the server's
 # projection, so a projected vector is never clamped twice).
-outside(value, interval, tolerance) if value < interval[0] - tolerance
+# (The plain comparison comes first: arithmetic is the costly part and most
+# values are inside.)
+outside(value, interval, tolerance) if {
+	value < interval[0]
+	value < interval[0] - tolerance
+}
 
-outside(value, interval, tolerance) if value > interval[1] + tolerance
+outside(value, interval, tolerance) if {
+	value > interval[1]
+	value > interval[1] + tolerance
+}
 
 # within(value, limit, tolerance): value is at most limit, up to tolerance.
 within(value, limit, tolerance) if value <= limit + tolerance

@@ -20,34 +20,47 @@ proposed := w if {
 	w := input.action.params.weights
 } else := null
 
-arms := {arm | some arm in state.arms} if is_array(state.arms)
-
-else := set()
+arms := {arm | some arm in state.arms} if {
+	is_array(state.arms)
+} else := set()
 
 # current[arm] is the arm's current share, for arms that have one (a new arm has none).
-current[arm] := w if {
-	some arm, w in state.current_weights
-	is_number(w)
+current := {arm: share |
+	some arm, share in state.current_weights
+	is_number(share)
 }
 
 # clicks[arm] is the arm's click count, 0 when the state has no evidence for it.
-clicks[arm] := click_count(arm) if some arm in arms
-
-click_count(arm) := state.evidence[arm].clicks if is_number(state.evidence[arm].clicks)
-
-else := 0
+clicks := object.union({arm: 0 | some arm in arms}, {arm: n |
+	some arm in arms
+	n := state.evidence[arm].clicks
+	is_number(n)
+})
 
 total_clicks := sum([c | some c in clicks])
 
 # --- shape of the vector --------------------------------------------------------
 
-shape_violations(_) := {{
+# shape_violations(cfg) is the set of reasons the vector is malformed (empty when
+# it is a share for exactly the link's arms, summing to 1). The common case, a
+# well-formed vector, is recognised first without building every check.
+shape_violations(cfg) := {{
 	"code": "missing_weights",
 	"message": "params.weights must be an object mapping each arm to its share",
-}} if not is_object(proposed)
+}} if {
+	not is_object(proposed)
+} else := set() if {
+	well_formed(cfg)
+} else := ((no_arms | unknown_arms) | (missing_arms | invalid_weights)) | (not_normalized(cfg) | too_many_arms(cfg))
 
-shape_violations(cfg) := ((no_arms | unknown_arms) | (missing_arms | invalid_weights)) | (not_normalized(cfg) | too_many_arms(cfg)) if {
-	is_object(proposed)
+well_formed(cfg) if {
+	count(arms) > 0
+	object.keys(proposed) == arms
+	every share in proposed {
+		valid_share(share)
+	}
+	abs(sum([share | some share in proposed]) - 1) <= cfg.sum_tolerance
+	count(too_many_arms(cfg)) == 0
 }
 
 no_arms := {{"code": "no_arms", "message": "state.arms is empty or missing: there is nothing to allocate"}} if {
@@ -112,9 +125,29 @@ hard_interval(floor, ceiling) := [max([0, floor]), min([1, ceiling])]
 # arm without a current share (a new arm) only gets the hard interval.
 arm_interval(hard, arm, max_change) := hard if {
 	hard[0] > hard[1]
+} else := hard if {
+	# shares live in [0, 1]: a max change of 1 or more does not limit anything
+	max_change >= 1
 } else := bounds.narrow(hard, [current[arm] - max_change, current[arm] + max_change]) if {
 	is_number(current[arm])
 } else := hard
+
+# respects(arm, floor, ceiling, change) is a cheap test, with no per-arm interval,
+# that arm's proposed share needs no clamp: it lies in [floor, ceiling] and moves by
+# at most change from its current share (limits already widened by the tolerance;
+# a change of 1 or more is no limit). Float arithmetic is slow in OPA: this test
+# spends one subtraction per arm, and only when the change is limited.
+respects(arm, floor, ceiling, change) if {
+	share := proposed[arm]
+	share >= floor
+	share <= ceiling
+	not moves_more_than(arm, share, change)
+}
+
+moves_more_than(arm, share, change) if {
+	change < 1
+	abs(share - current[arm]) > change
+}
 
 # infeasibility(intervals, cfg): no vector summing to 1 fits in the per-arm bounds.
 infeasibility(intervals, cfg) := reversed_intervals(intervals) | infeasible_total(intervals, cfg)

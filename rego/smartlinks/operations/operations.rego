@@ -6,7 +6,7 @@
 # resume).
 package smartlinks.operations
 
-cfg := data.config.operations
+import data.config.operations as cfg
 
 # The action types this package handles.
 action_types := {"link.pause", "link.resume", "offer.pause", "offer.resume", "controls.kill_switch"}
@@ -19,9 +19,9 @@ params := p if {
 } else := {}
 
 # The caller is the authenticated subject; in a gate query it is input.subject.
-caller := input.caller if is_object(input.caller)
-
-else := input.subject
+caller := input.caller if {
+	is_object(input.caller)
+} else := input.subject
 
 actor := a if {
 	a := input.action.actor

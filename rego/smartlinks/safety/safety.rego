@@ -4,7 +4,7 @@
 # and business hours. All limits come from data.config.safety.
 package smartlinks.safety
 
-cfg := data.config.safety
+import data.config.safety as cfg
 
 action_type := t if {
 	t := input.action.type
@@ -92,6 +92,14 @@ obligations := {"shadow": true} if input.mode == "shadow"
 applicable_rate_limits contains limit if {
 	some limit in cfg.rate_limits
 	matches(scope_of(limit))
+	not exempt_from(limit)
+}
+
+# A limit may leave out some action types (a treasury run pays thousands of
+# affiliates in one go: payouts have limits of their own).
+exempt_from(limit) if {
+	some prefix in object.get(limit, "exempt_action_types", [])
+	startswith(action_type, prefix)
 }
 
 deny contains {

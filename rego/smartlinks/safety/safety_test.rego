@@ -117,6 +117,15 @@ test_a_rate_limit_may_apply_to_some_action_types_only if {
 		with data.config.safety.rate_limits as limits
 }
 
+test_a_rate_limit_may_leave_out_some_action_types if {
+	limits := [{"window_seconds": 60, "max": 120, "exempt_action_types": ["payout."]}]
+	busy := with_fields({"context": {"actor_action_counts": {"60": 500}}})
+	codes(safety.deny) == {"rate_limit_exceeded"} with input as busy
+		with data.config.safety.rate_limits as limits
+	safety.deny == set() with input as object.union(busy, {"action": {"type": "payout.send"}})
+		with data.config.safety.rate_limits as limits
+}
+
 # --- blocked targets -----------------------------------------------------------------
 
 test_a_blocked_target_is_denied if {
@@ -191,7 +200,9 @@ test_now_is_not_needed_without_time_rules if {
 
 # --- business hours ----------------------------------------------------------------
 
-office := {"enabled": true, "days": [1, 2, 3, 4, 5], "start_hour": 8, "end_hour": 18}
+# Every action type (action_types null), weekdays 08:00 to 18:00 UTC. ("with" merges
+# an object into the shipped one, so the shipped action_types must be overridden.)
+office := {"enabled": true, "days": [1, 2, 3, 4, 5], "start_hour": 8, "end_hour": 18, "action_types": null}
 
 test_business_hours_allow_weekdays_between_the_hours if {
 	safety.deny == set() with input as request

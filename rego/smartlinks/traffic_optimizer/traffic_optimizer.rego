@@ -5,9 +5,8 @@
 # repaired by a clamp obligation instead (allow stays true).
 package smartlinks.traffic_optimizer
 
+import data.config.traffic_optimizer as cfg
 import data.smartlinks.lib.weights
-
-cfg := data.config.traffic_optimizer
 
 shape := weights.shape_violations(cfg)
 
@@ -16,11 +15,32 @@ well_formed if count(shape) == 0
 # The same hard interval for every arm: [min_share, max_share].
 hard := weights.hard_interval(cfg.min_share, cfg.max_share)
 
-intervals[arm] := weights.arm_interval(hard, arm, cfg.max_change_per_cycle) if some arm in weights.arms
+# Common case: every share within its limits. Nothing to clamp then, and the
+# shares, summing to 1 inside their bounds, prove the bounds feasible.
+within_limits if {
+	well_formed
+	floor := hard[0] - cfg.bound_tolerance
+	ceiling := hard[1] + cfg.bound_tolerance
+	change := cfg.max_change_per_cycle + cfg.bound_tolerance
+	every arm in weights.arms {
+		weights.respects(arm, floor, ceiling, change)
+	}
+}
 
-infeasible := weights.infeasibility(intervals, cfg) if well_formed
+# Otherwise the bounds are worked out per arm.
+bounded if {
+	well_formed
+	not within_limits
+}
 
-else := set()
+intervals[arm] := weights.arm_interval(hard, arm, cfg.max_change_per_cycle) if {
+	bounded
+	some arm in weights.arms
+}
+
+infeasible := weights.infeasibility(intervals, cfg) if {
+	bounded
+} else := set()
 
 deny contains with_policy(violation) if some violation in shape
 
@@ -37,6 +57,7 @@ in_rotation contains arm if {
 
 moved if {
 	some arm, share in weights.proposed
+	share != weights.current[arm]
 	abs(share - weights.current[arm]) > cfg.unchanged_tolerance
 }
 
@@ -64,9 +85,9 @@ deny contains {
 
 # --- clampable limits ------------------------------------------------------------
 
-out_of_bounds := weights.out_of_bounds(intervals, cfg) if well_formed
-
-else := set()
+out_of_bounds := weights.out_of_bounds(intervals, cfg) if {
+	bounded
+} else := set()
 
 notes contains {
 	"code": "share_below_floor",
