@@ -56,6 +56,12 @@ class ActionType:
     description: str
     params_schema: type[Schema]
     target_kinds: tuple[str, ...] = field(default=())
+    # One schema instance per type: building a marshmallow schema deep-copies its fields,
+    # which costs more than validating a request (schemas are safe to reuse for load()).
+    params_loader: Schema = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params_loader", self.params_schema())
 
 
 _REGISTRY: dict[str, ActionType] = {}
@@ -129,6 +135,6 @@ class DecisionRequestSchema(Schema):
                 }
             )
         try:
-            action["params"] = action_type.params_schema().load(action.get("params") or {})
+            action["params"] = action_type.params_loader.load(action.get("params") or {})
         except ValidationError as exc:
             raise ValidationError({"action": {"params": exc.messages}}) from exc

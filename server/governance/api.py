@@ -18,6 +18,7 @@ from server.policy.opa_client import OPA_ERROR, OPA_MALFORMED, OPA_TIMEOUT, OPA_
 decisions_api = Blueprint("decisions_api", __name__, url_prefix="/v1/decisions")
 controls_api = Blueprint("controls_api", __name__, url_prefix="/v1/controls")
 
+DECISION_REQUEST = DecisionRequestSchema()
 FAILED_CLOSED = frozenset({OPA_UNAVAILABLE, OPA_TIMEOUT, OPA_ERROR, OPA_UNDEFINED, OPA_MALFORMED})
 
 
@@ -42,7 +43,7 @@ def caller_actor() -> Actor:
 @gate_authz
 def create_decision() -> tuple[Response, int]:
     try:
-        payload = DecisionRequestSchema().load(json_body())
+        payload = DECISION_REQUEST.load(json_body())
     except (Problem, ValidationError):
         # A bad request from someone who may not call this endpoint is a 401/403, not a 400.
         authorize_now(current_subject(), request.endpoint or "")
