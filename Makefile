@@ -8,7 +8,8 @@ COVERAGE_THRESHOLD ?= 90
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
 .PHONY: run test venv tools system-deps db bootstrap serve lint format typecheck policy-check pytest \
-        bench-decisions bench-regret clean
+        bench-decisions bench-regret bench-redirect bench-autopilot bench-ledger bench-treasury \
+        bench-policy-activation bench-policy-impact clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +24,10 @@ venv: $(VENV)/.installed
 $(OPA): opa/install.sh
 	bash opa/install.sh
 
-tools: $(OPA)
+.tools/bin/stripe-mock: scripts/install-stripe-mock.sh
+	bash scripts/install-stripe-mock.sh
+
+tools: $(OPA) .tools/bin/stripe-mock
 
 ## System packages the tests use (PostgreSQL server, Chromium); installed only when missing.
 system-deps:
@@ -60,15 +64,38 @@ policy-check: tools
 	$(OPA) test rego --coverage --threshold $(COVERAGE_THRESHOLD) --format json > /tmp/smartlinks-opa-coverage.json \
 	  || { $(OPA) test -v rego; exit 1; }
 	@$(BIN)/python -c "import json; c=json.load(open('/tmp/smartlinks-opa-coverage.json')); print(f'opa test: all passed, coverage {c[\"coverage\"]:.1f}% (threshold $(COVERAGE_THRESHOLD)%)')"
+	@# Regal when it can be installed (scripts/install-regal.sh); advisory unless REGAL_STRICT=1.
+	@if bash scripts/install-regal.sh; then \
+	  .tools/bin/regal lint rego || { [ "$(REGAL_STRICT)" = "1" ] && exit 1 || echo "regal: findings above are advisory (REGAL_STRICT=1 makes them fail)"; }; \
+	else echo "regal: not installed, lint skipped"; fi
 
 pytest: venv tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## Policy lifecycle: activation/rollback to enforcement against OPA's default polling; impact analysis of 10,000 decisions.
+bench-policy-activation: venv tools
+	$(BIN)/python bench/policy_activation.py $(BENCH_ARGS)
+
+bench-policy-impact: venv tools
+	$(BIN)/python bench/policy_impact.py $(BENCH_ARGS)
+
 bench-decisions: venv tools
 	$(BIN)/python bench/decisions.py $(BENCH_ARGS)
 
-bench-regret: venv
+bench-regret: venv tools
 	$(BIN)/python bench/regret.py $(BENCH_ARGS)
+
+bench-redirect: venv tools
+	$(BIN)/python bench/redirect.py $(BENCH_ARGS)
+
+bench-autopilot: venv tools
+	$(BIN)/python bench/autopilot.py $(BENCH_ARGS)
+
+bench-ledger: venv tools
+	$(BIN)/python bench/ledger.py $(BENCH_ARGS)
+
+bench-treasury: venv tools
+	$(BIN)/python bench/treasury.py $(BENCH_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

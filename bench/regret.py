@@ -10,12 +10,23 @@ Policies:
 
 * ``ts``: per-click Thompson sampling (numpy, vectorised over replications; ``--ts-engine python``
   runs :class:`algorithms.thompson.ThompsonPolicy` with ``random.betavariate`` instead).
-* ``batched_governed``: the production loop. Each batch, :class:`algorithms.thompson.ThompsonSampling`
-  proposes P(best) by Monte Carlo, the *default RCP limits* are applied
-  (:func:`algorithms.constraints.govern_allocation`: every weight >= floor = min(0.01, 1/(2K)) and
-  no weight moves by more than 0.25 absolute per cycle, projected back onto the simplex), and
-  the batch's clicks are routed by :class:`algorithms.base.AliasSampler` from the approved weights.
-* ``batched_free``: the same without the RCP limits (the proposal is routed as is).
+* ``batched_governed``: the loop the product runs, judged by the real policies. The link starts on
+  an equal split (approved, as ``create_link`` does); before every later batch of ``--batch``
+  clicks, :class:`algorithms.thompson.ThompsonSampling` with its registry defaults (n_samples 10000,
+  gamma 1, floor 0) proposes P(best) from the cumulative evidence, the ``allocation.update`` input
+  the product builds (``server.links.allocations.allocation_state``: arms, current_weights,
+  evidence {clicks, conversions, revenue}) is judged by a real OPA serving the bundle built from
+  ``rego/`` (``smartlinks/decision``), and a clamp obligation is applied with
+  ``server.governance.clamp.apply_clamp`` and judged again: :meth:`Gateway.resolve`, the procedure
+  ``Gateway.decide`` runs. A denied cycle keeps the allocation in force. The approved allocation
+  routes the batch's clicks through :class:`algorithms.base.AliasSampler`. The limits are therefore
+  the shipped ``data.config.thompson_sampling`` (``rego/config/data.json``). OPA is started for the
+  run (``--opa-bin``) unless ``--opa-url`` names one.
+* ``batched_rcp_approx``: cross-check without OPA, clearly not the product: the same loop with the
+  bounds of ``rego/smartlinks/lib/bandit.rego`` recomputed in Python from the shipped data (or
+  ``--floor`` / ``--max-change`` overrides) and projected with ``apply_clamp``. It shares the random
+  streams of ``batched_governed``, so with the shipped limits the two give the same regrets.
+* ``batched_free``: the same loop without any limits (the proposal is routed as is).
 * ``ucb1``: per-click UCB1, ``mean + sqrt(2 ln t / n)``.
 * ``kl_ucb``: per-click KL-UCB, ``ln t`` exploration (c = 0).
 * ``mab_ts``, ``mab_ucb1``: MABWiser's ``ThompsonSampling`` and ``UCB1(alpha=1)``: one
@@ -25,22 +36,27 @@ Policies:
 The Lai-Robbins lower bound is ``C ln T`` with ``C = sum_{i suboptimal} (p* - p_i) / kl(p_i, p*)``.
 
 Run ``python -m bench.regret`` (defaults: T = 100000, 20 replications, K = 10, eps 0.1 and 0.02)
-or ``python -m bench.regret --quick`` for a CI smoke run.
+or ``python -m bench.regret --quick`` for a CI smoke run (``make bench-regret``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import random
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -50,7 +66,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from algorithms.base import AliasSampler, ArmStats  # noqa: E402
-from algorithms.constraints import govern_allocation  # noqa: E402
 from algorithms.thompson import ThompsonPolicy, ThompsonSampling, thompson_choices  # noqa: E402
 from algorithms.ucb import kl_bernoulli, kl_ucb_indices, ucb1_indices  # noqa: E402
 
@@ -58,13 +73,38 @@ FloatArray = npt.NDArray[np.float64]
 
 POLICIES: dict[str, str] = {
     "ts": "TS per-click",
-    "batched_governed": "TS batched + RCP limits (AliasSampler)",
+    "batched_governed": "TS batched, governed by OPA (product)",
+    "batched_rcp_approx": "  cross-check: limits in Python, no OPA",
     "batched_free": "TS batched, no limits",
     "ucb1": "UCB1 per-click",
     "kl_ucb": "KL-UCB per-click",
     "mab_ts": "MABWiser ThompsonSampling",
     "mab_ucb1": "MABWiser UCB1",
 }
+
+# Random stream of each policy (SeedSequence key). The cross-check shares the governed policy's
+# stream so that the two can be compared replication by replication.
+_STREAM: dict[str, int] = {
+    "ts": 0,
+    "batched_governed": 1,
+    "batched_rcp_approx": 1,
+    "batched_free": 2,
+    "ucb1": 3,
+    "kl_ucb": 4,
+    "mab_ts": 5,
+    "mab_ucb1": 6,
+}
+
+REGO_DIR = ROOT / "rego"
+SHIPPED_DATA = REGO_DIR / "config" / "data.json"
+DEFAULT_OPA_BIN = Path(os.environ.get("OPA_BIN") or ROOT / ".tools" / "bin" / "opa")
+POLICY_SECTION = "thompson_sampling"  # the Rego policy that judges thompson_sampling allocations
+
+
+def shipped_limits(section: str = POLICY_SECTION) -> dict[str, float]:
+    """The bandit limits shipped in the bundle data (``rego/config/data.json``)."""
+    data = json.loads(SHIPPED_DATA.read_text())
+    return {k: float(v) for k, v in data[section].items()}
 
 
 @dataclass(frozen=True)
@@ -87,11 +127,19 @@ class BenchConfig:
     seed: int = 2011
     jobs: int = 1
     rcp_floor: float | None = None
-    rcp_max_change: float = 0.25
+    rcp_max_change: float | None = None
+    opa_url: str | None = None
+    opa_bin: str = str(DEFAULT_OPA_BIN)
 
-    def floor(self) -> float:
-        """RCP exploration floor: ``rcp_floor`` if set, else the default min(0.01, 1/(2K))."""
-        return min(0.01, 1.0 / (2 * self.k)) if self.rcp_floor is None else self.rcp_floor
+    def approx_limits(self) -> dict[str, float]:
+        """Limits of the Python cross-check: the shipped ones, with the ``--floor`` / ``--max-change``
+        overrides (which do not reach OPA: ``batched_governed`` always runs the shipped bundle)."""
+        limits = shipped_limits()
+        if self.rcp_floor is not None:
+            limits["exploration_floor"] = self.rcp_floor
+        if self.rcp_max_change is not None:
+            limits["max_change_per_cycle"] = self.rcp_max_change
+        return limits
 
 
 @dataclass
@@ -235,37 +283,215 @@ def sim_kl_ucb(p: FloatArray, horizon: int, rng: np.random.Generator) -> FloatAr
     return _sim_index(p, horizon, rng, lambda s, n, t: kl_ucb_indices(s, n, t, 0.0))
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What governance made of one proposed allocation."""
+
+    allow: bool
+    weights: dict[str, float]  # the approved (possibly clamped) allocation; the proposal when denied
+    clamped: bool = False
+    error: str | None = None  # an OPA failure code (a deny, failing closed)
+    notes: tuple[str, ...] = ()  # codes of the clamp notes (below_exploration_floor, arm_starved, ...)
+    revision: str | None = None
+
+
+class Governor(Protocol):
+    """Judges one ``allocation.update`` of the benchmark link."""
+
+    def judge(
+        self,
+        weights: Mapping[str, float],
+        current: Mapping[str, float] | None,
+        evidence: Mapping[str, Mapping[str, float]],
+        cycle: int,
+    ) -> Verdict: ...
+
+
+_LINK_ID = "lnk_bench"
+_CLOCK0 = datetime(2025, 1, 6, tzinfo=UTC)
+
+
+class OpaGovernor:
+    """The product's decision procedure: the ``allocation.update`` input document built like
+    ``approve_allocation`` builds it, judged by OPA at ``smartlinks/decision`` through
+    :meth:`server.governance.gateway.Gateway.resolve` (clamp, then ask again), without a database."""
+
+    def __init__(self, opa_url: str, *, timeout: float = 10.0) -> None:
+        from server.governance.gateway import Actor, Gateway, Target
+        from server.policy.opa_client import OpaClient
+
+        # Generous timeouts: the machine is shared and a timeout would count as a (fail-closed) deny.
+        self.client = OpaClient(opa_url, connect_timeout=timeout, timeout=timeout)
+        self.gateway = Gateway(self.client, mode="test")
+        # The autopilot's actor for this link (server.autopilot.services), also the caller.
+        self.actor = Actor(id=f"algo:{POLICY_SECTION}:{_LINK_ID}", kind="algorithm")
+        self.target = Target(kind="link", id=_LINK_ID)
+
+    def judge(
+        self,
+        weights: Mapping[str, float],
+        current: Mapping[str, float] | None,
+        evidence: Mapping[str, Mapping[str, float]],
+        cycle: int,
+    ) -> Verdict:
+        from server.governance.gateway import Action, build_input
+
+        action = Action(
+            type="allocation.update",
+            actor=self.actor,
+            target=self.target,
+            params={"algorithm": POLICY_SECTION, "weights": {str(a): float(w) for a, w in weights.items()}},
+        )
+        state = {  # server.links.allocations.allocation_state
+            "arms": list(weights),
+            "current_weights": dict(current or {}),
+            "evidence": {arm: dict(ev) for arm, ev in evidence.items()},
+            "link": {"id": _LINK_ID, "status": "active", "algorithm": POLICY_SECTION},
+        }
+        doc = build_input(
+            action,
+            state=state,
+            caller=self.actor,
+            controls={"kill_switch": False, "target_kill_switch": False},
+            # One cycle per simulated hour and nothing else done by this actor: no rate limit is near.
+            counts={"60": 0, "3600": 0, "86400": min(cycle, 23)},
+            mode="test",
+            now=_CLOCK0 + timedelta(hours=cycle),
+        )
+        res = self.gateway.resolve(doc)
+        clamp = res.obligations.get("clamp") if res.clamped else None
+        notes = tuple(str(n.get("code")) for n in clamp.get("notes", [])) if isinstance(clamp, dict) else ()
+        approved = {str(a): float(w) for a, w in res.params["weights"].items()}
+        return Verdict(res.allow, approved, res.clamped, res.error_code, notes, res.revision)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def rcp_bounds(
+    weights: Mapping[str, float],
+    current: Mapping[str, float] | None,
+    clicks: Mapping[str, float],
+    limits: Mapping[str, float],
+) -> tuple[dict[str, tuple[float, float]], list[str]]:
+    """Python mirror of ``lib/bandit.rego`` for a well-formed vector: per-arm bounds and the note
+    codes of the arms outside them (no notes: no clamp)."""
+    floor = limits["exploration_floor"]
+    unsampled = max(floor, min(limits["unsampled_min_share"], 1.0 / max(len(weights), 1)))
+    change = limits["max_change_per_cycle"]
+    tol = limits["bound_tolerance"]
+    bounds: dict[str, tuple[float, float]] = {}
+    notes: list[str] = []
+    for arm, w in weights.items():
+        starved = clicks.get(arm, 0) < limits["min_samples_before_starve"]
+        low = unsampled if starved else floor
+        hard = (max(0.0, low), 1.0)
+        interval = hard
+        cur = current.get(arm) if current else None
+        if hard[0] <= hard[1] and change < 1 and cur is not None:  # lib.bounds.narrow
+            c_lo, c_hi = cur - change, cur + change
+            lo, hi = max(hard[0], c_lo), min(hard[1], c_hi)
+            interval = (lo, hi) if lo <= hi else ((hard[1], hard[1]) if c_lo > hard[1] else (hard[0], hard[0]))
+        bounds[arm] = interval
+        if interval[0] - tol <= w <= interval[1] + tol:
+            continue
+        arm_notes = []
+        if w < low - tol:
+            arm_notes.append("arm_starved" if starved else "below_exploration_floor")
+        if cur is not None and abs(w - cur) > change + tol:
+            arm_notes.append("weight_change_too_large")
+        notes.extend(arm_notes or ["out_of_bounds"])
+    return bounds, notes
+
+
+class PythonGovernor:
+    """Cross-check without OPA: :func:`rcp_bounds`, then the projection the server applies."""
+
+    def __init__(self, limits: Mapping[str, float]) -> None:
+        self.limits = dict(limits)
+
+    def judge(
+        self,
+        weights: Mapping[str, float],
+        current: Mapping[str, float] | None,
+        evidence: Mapping[str, Mapping[str, float]],
+        cycle: int,
+    ) -> Verdict:
+        from server.governance.clamp import ClampError, apply_clamp
+
+        clicks = {arm: ev["clicks"] for arm, ev in evidence.items()}
+        bounds, notes = rcp_bounds(weights, current, clicks, self.limits)
+        if not notes:
+            return Verdict(True, dict(weights))
+        obligation = {"param": "weights", "bounds": {a: list(b) for a, b in bounds.items()}, "total": 1.0}
+        try:
+            params = apply_clamp({"weights": dict(weights)}, obligation)
+        except ClampError:
+            return Verdict(False, dict(weights), notes=tuple(notes))
+        return Verdict(True, params["weights"], True, notes=tuple(notes))
+
+
 def sim_batched(
     p: FloatArray,
     schedule: Sequence[int],
     rng: np.random.Generator,
     *,
-    governed: bool,
-    floor: float,
     mc_samples: int,
-    max_change: float = 0.25,
-) -> tuple[FloatArray, float]:
-    """Batched Thompson allocation routed by :class:`AliasSampler`; returns regrets and mean floor share.
-
-    The second value is the average (over replications and batches) of the weight the approved
-    allocation gives the worst-placed arm, to show the cost of the exploration floor.
-    """
+    governor: Governor | None,
+) -> tuple[FloatArray, dict[str, float]]:
+    """Batched Thompson allocation routed by :class:`AliasSampler`, each allocation judged by
+    ``governor`` (none: routed as proposed). Returns regrets and counters: decisions, clamped,
+    denied, errors, clamp notes by code, and ``mean_min_weight`` (the average over replications and
+    batches of the smallest share in force: what the floors leave the worst arm)."""
     reps, k = p.shape
-    algo = ThompsonSampling(n_samples=mc_samples)
-    ids = [f"arm{i}" for i in range(k)]
+    algo = ThompsonSampling.from_params({"n_samples": mc_samples})
+    ids = [f"offer_{i:02d}" for i in range(k)]
     pos = {a: i for i, a in enumerate(ids)}
     pulls = np.zeros((reps, k))
     min_weights: list[float] = []
+    tally: Counter[str] = Counter()
+
+    def evidence(clicks: npt.NDArray[np.int64], conv: npt.NDArray[np.int64]) -> dict[str, dict[str, float]]:
+        # Payout 1 per conversion: revenue is not what the bandit policies judge.
+        return {
+            ids[i]: {"clicks": int(clicks[i]), "conversions": int(conv[i]), "revenue": float(conv[i])} for i in range(k)
+        }
+
+    def judged(weights: Mapping[str, float], current: Mapping[str, float] | None, ev: Any, cycle: int) -> Verdict:
+        assert governor is not None
+        verdict = governor.judge(weights, current, ev, cycle)
+        tally["decisions"] += 1
+        tally["clamped"] += verdict.clamped
+        tally["denied"] += not verdict.allow
+        tally["errors"] += verdict.error is not None
+        for code in verdict.notes:
+            tally[f"note:{code}"] += 1
+        return verdict
+
     for r in range(reps):
         rnd = random.Random(int(rng.integers(2**63)))  # noqa: S311
         conv = np.zeros(k, dtype=np.int64)
         clicks = np.zeros(k, dtype=np.int64)
+        # The link's first allocation: an equal split, approved like create_link does.
         current: dict[str, float] = {a: 1.0 / k for a in ids}
-        for size in schedule:
-            stats = [ArmStats(ids[i], int(clicks[i]), int(conv[i]), 0.0) for i in range(k)]
-            proposal = algo.propose(stats, current, rng)
-            approved = govern_allocation(proposal.weights, current, floor, max_change) if governed else proposal.weights
-            sampler = AliasSampler(approved)
+        if governor is not None:
+            first = judged(current, None, evidence(clicks, conv), 0)
+            if not first.allow:
+                raise RuntimeError(f"the policies denied the equal split of a new link: {first}")
+            current = first.weights
+        state: Mapping[str, object] | None = None
+        for cycle, size in enumerate(schedule):
+            if cycle > 0:  # an autopilot cycle on the evidence so far
+                stats = [ArmStats(ids[i], int(clicks[i]), int(conv[i]), float(conv[i])) for i in range(k)]
+                proposal = algo.propose(stats, current, rng, state=state)
+                state = proposal.state
+                if governor is None:
+                    current = proposal.weights
+                else:
+                    verdict = judged(proposal.weights, current, evidence(clicks, conv), cycle)
+                    if verdict.allow:  # a denied cycle keeps the allocation in force
+                        current = verdict.weights
+            sampler = AliasSampler(current)
             choose = sampler.choose
             counts = [0] * k
             for _ in range(size):
@@ -273,10 +499,11 @@ def sim_batched(
             c = np.asarray(counts, dtype=np.int64)
             conv += rng.binomial(c, p[r])
             clicks += c
-            current = approved
-            min_weights.append(min(approved.values()))
+            min_weights.append(min(current.values()))
         pulls[r] = clicks
-    return _regret(pulls, p), float(np.mean(min_weights))
+    info = {key: float(v) for key, v in sorted(tally.items())}
+    info["mean_min_weight"] = float(np.mean(min_weights))
+    return _regret(pulls, p), info
 
 
 def sim_mabwiser(p: FloatArray, horizon: int, rng: np.random.Generator, *, policy: str, fit_every: int) -> FloatArray:
@@ -307,7 +534,9 @@ def sim_mabwiser(p: FloatArray, horizon: int, rng: np.random.Generator, *, polic
 def run_policy(cfg: BenchConfig, eps: float, policy: str) -> PolicyResult:
     """Simulate one policy at one eps (deterministic given ``cfg.seed``)."""
     eps_i = cfg.eps.index(eps) if eps in cfg.eps else 0
-    seq = np.random.SeedSequence([cfg.seed, eps_i, list(POLICIES).index(policy)])
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}")
+    seq = np.random.SeedSequence([cfg.seed, eps_i, _STREAM[policy]])
     rng = np.random.default_rng(seq)
     is_mab = policy.startswith("mab_")
     reps = (cfg.mab_reps or cfg.reps) if is_mab else cfg.reps
@@ -322,25 +551,37 @@ def run_policy(cfg: BenchConfig, eps: float, policy: str) -> PolicyResult:
     if policy == "ts":
         regrets = sim_ts(p, horizon, rng) if cfg.ts_engine == "numpy" else sim_ts_python(p, horizon, rng)
         note = f"engine={cfg.ts_engine}"
-    elif policy in ("batched_governed", "batched_free"):
+    elif policy in ("batched_governed", "batched_rcp_approx", "batched_free"):
         schedule = batch_schedule(horizon, cfg.batch, cfg.batch_growth, cfg.batch_max)
-        governed = policy == "batched_governed"
-        regrets, min_w = sim_batched(
-            p,
-            schedule,
-            rng,
-            governed=governed,
-            floor=cfg.floor(),
-            mc_samples=cfg.mc_samples,
-            max_change=cfg.rcp_max_change,
-        )
-        extra["mean_min_weight"] = min_w
+        governor: OpaGovernor | PythonGovernor | None = None
+        limits: dict[str, float] | None = None
+        if policy == "batched_governed":
+            if not cfg.opa_url:
+                raise ValueError("batched_governed needs an OPA: set opa_url (run_benchmark starts one)")
+            governor, limits = OpaGovernor(cfg.opa_url), shipped_limits()
+        elif policy == "batched_rcp_approx":
+            limits = cfg.approx_limits()
+            governor = PythonGovernor(limits)
+        try:
+            regrets, extra = sim_batched(p, schedule, rng, mc_samples=cfg.mc_samples, governor=governor)
+        finally:
+            if isinstance(governor, OpaGovernor):
+                governor.close()
         extra["batches"] = float(len(schedule))
         note = f"{len(schedule)} batches"
-        if governed:
-            forced = (cfg.k - 1) * cfg.floor() * eps * (horizon - schedule[0])
+        if limits is not None:
+            floor = limits["exploration_floor"]
+            forced = (cfg.k - 1) * floor * eps * (horizon - schedule[0])
             extra["floor_forced_regret"] = forced
-            note += f", floor {cfg.floor():g} (forces >= {forced:.0f}), max change {cfg.rcp_max_change:g}"
+            extra.update({f"limit:{key}": value for key, value in limits.items()})
+            notes = ", ".join(f"{key[5:]} {int(v)}" for key, v in extra.items() if key.startswith("note:"))
+            note += (
+                f"; {int(extra.get('decisions', 0))} decisions, {int(extra.get('clamped', 0))} clamped"
+                f"{f' (notes: {notes})' if notes else ''}, {int(extra.get('denied', 0))} denied"
+                f" ({int(extra.get('errors', 0))} OPA errors)"
+                f"; floor {floor:g} (>= {forced:.0f} regret), starve < {limits['min_samples_before_starve']:g}"
+                f" clicks -> {limits['unsampled_min_share']:g}, max change {limits['max_change_per_cycle']:g}"
+            )
     elif policy == "ucb1":
         regrets = sim_ucb1(p, horizon, rng)
     elif policy == "kl_ucb":
@@ -362,6 +603,7 @@ _COST = {
     "mab_ts": 6,
     "kl_ucb": 5,
     "batched_governed": 4,
+    "batched_rcp_approx": 4,
     "batched_free": 4,
     "mab_ucb1": 3,
     "ts": 2,
@@ -374,16 +616,35 @@ def run_benchmark(cfg: BenchConfig) -> list[PolicyResult]:
     for name in cfg.policies:
         if name not in POLICIES:
             raise ValueError(f"unknown policy {name!r}; choose from {list(POLICIES)}")
-    tasks = [(cfg, eps, pol) for eps in cfg.eps for pol in cfg.policies]
-    if cfg.jobs <= 1 or len(tasks) == 1:
-        return [run_policy(*t) for t in tasks]
-    order = sorted(range(len(tasks)), key=lambda i: -_COST.get(tasks[i][2], 0))
-    results: dict[int, PolicyResult] = {}
-    with ProcessPoolExecutor(max_workers=cfg.jobs) as pool:
-        futures = {i: pool.submit(_run_task, tasks[i]) for i in order}
-        for i, fut in futures.items():
-            results[i] = fut.result()
-    return [results[i] for i in range(len(tasks))]
+    with policy_server(cfg) as cfg:
+        tasks = [(cfg, eps, pol) for eps in cfg.eps for pol in cfg.policies]
+        if cfg.jobs <= 1 or len(tasks) == 1:
+            return [run_policy(*t) for t in tasks]
+        order = sorted(range(len(tasks)), key=lambda i: -_COST.get(tasks[i][2], 0))
+        results: dict[int, PolicyResult] = {}
+        with ProcessPoolExecutor(max_workers=cfg.jobs) as pool:
+            futures = {i: pool.submit(_run_task, tasks[i]) for i in order}
+            for i, fut in futures.items():
+                results[i] = fut.result()
+        return [results[i] for i in range(len(tasks))]
+
+
+@contextlib.contextmanager
+def policy_server(cfg: BenchConfig) -> Iterator[BenchConfig]:
+    """``cfg`` with an ``opa_url`` when ``batched_governed`` needs one: unless given, a real OPA
+    sidecar (``server.policy.sidecar.OpaSidecar``) serving the bundle built from ``rego/``
+    (``server.policy.bundle.build_bundle``, tests left out), stopped on exit."""
+    if "batched_governed" not in cfg.policies or cfg.opa_url:
+        yield cfg
+        return
+    from server.policy.bundle import build_bundle
+    from server.policy.sidecar import OpaSidecar
+
+    opa_bin = Path(cfg.opa_bin)
+    with tempfile.TemporaryDirectory(prefix="bench-regret-opa-") as tmp:
+        bundle = build_bundle(opa_bin, REGO_DIR, Path(tmp) / "bundle.tar.gz")
+        with OpaSidecar(opa_bin, bundle.path, Path(tmp) / "opa.log") as sidecar:
+            yield replace(cfg, opa_url=sidecar.url)
 
 
 @dataclass
@@ -436,6 +697,22 @@ def measure_speed(k: int = 10, n_alias: int = 1_000_000, n_mab: int = 20_000, se
     return SpeedResult(alias, alias_el, ts_rate, rates[0], rates[1])
 
 
+# The issue's targets for the governed allocation, by reference policy.
+TARGETS: dict[str, tuple[str, float]] = {"ts": ("<=", 1.25), "ucb1": ("<", 0.5)}
+
+
+def in_issue_setting(cfg: BenchConfig) -> bool:
+    """Whether ``cfg`` is the issue's setting, where :data:`TARGETS` apply."""
+    return cfg.k == 10 and cfg.horizon >= 100_000 and cfg.reps >= 20
+
+
+def ratio_with_stderr(a: PolicyResult, b: PolicyResult) -> tuple[float, float]:
+    """``a.mean / b.mean`` and its standard error (delta method, independent replications)."""
+    ratio = a.mean / b.mean
+    rel = math.hypot(a.stderr / a.mean if a.mean else 0.0, b.stderr / b.mean)
+    return ratio, ratio * rel
+
+
 def _find(results: Sequence[PolicyResult], eps: float, policy: str) -> PolicyResult | None:
     for r in results:
         if r.eps == eps and r.policy == policy:
@@ -469,7 +746,19 @@ def format_report(cfg: BenchConfig, results: Sequence[PolicyResult], speed: Spee
         for ref_name in ("ts", "ucb1", "kl_ucb", "batched_free"):
             ref = _find(results, eps, ref_name)
             if gov is not None and ref is not None and ref.horizon == gov.horizon and ref.mean > 0:
-                lines.append(f"ratio batched_governed / {ref_name}: {gov.mean / ref.mean:.3f}")
+                ratio, ratio_se = ratio_with_stderr(gov, ref)
+                target = TARGETS.get(ref_name)
+                verdict = ""
+                if target is not None and not in_issue_setting(cfg):
+                    verdict = "  (targets apply at K=10, T >= 100000, >= 20 reps)"
+                elif target is not None:
+                    met = ratio <= target[1] if target[0] == "<=" else ratio < target[1]
+                    verdict = f"  (target {target[0]} {target[1]:g}: {'met' if met else 'NOT MET'})"
+                lines.append(f"ratio batched_governed / {ref_name}: {ratio:.3f} +- {ratio_se:.3f}{verdict}")
+        approx = _find(results, eps, "batched_rcp_approx")
+        if gov is not None and approx is not None and len(approx.regrets) == len(gov.regrets):
+            diff = max(abs(a - b) for a, b in zip(approx.regrets, gov.regrets, strict=True))
+            lines.append(f"cross-check: largest per-replication |batched_rcp_approx - batched_governed| = {diff:.3g}")
     if speed is not None:
         lines.append("")
         lines.append(f"arm choice speed (K={cfg.k}, one core)")
@@ -500,8 +789,14 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, argparse
     ap.add_argument("--mab-fit-every", type=int, default=100, help="clicks between MABWiser partial_fit calls")
     ap.add_argument("--ts-engine", choices=["numpy", "python"], default="numpy")
     ap.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(POLICIES))
-    ap.add_argument("--floor", type=float, default=None, help="RCP floor (default min(0.01, 1/(2K)))")
-    ap.add_argument("--max-change", type=float, default=0.25, help="RCP max weight change per cycle")
+    ap.add_argument(
+        "--floor", type=float, default=None, help="exploration_floor of the Python cross-check only (default: shipped)"
+    )
+    ap.add_argument(
+        "--max-change", type=float, default=None, help="max_change_per_cycle of the cross-check only (default: shipped)"
+    )
+    ap.add_argument("--opa-url", default=None, help="judge batched_governed with this OPA (default: start one)")
+    ap.add_argument("--opa-bin", type=Path, default=DEFAULT_OPA_BIN, help="OPA binary to start (default %(default)s)")
     ap.add_argument("--seed", type=int, default=2011)
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--no-speed", action="store_true", help="skip the arm-choice speed measurement")
@@ -530,6 +825,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, argparse
         jobs=ns.jobs,
         rcp_floor=ns.floor,
         rcp_max_change=ns.max_change,
+        opa_url=ns.opa_url,
+        opa_bin=str(ns.opa_bin),
     )
     return cfg, ns
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Flask
 
+import server.ai.actions  # noqa: F401 - registers the AI supervisor's action types
 from server.config import Settings
 
 
@@ -36,20 +37,55 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     )
     logging.getLogger("server").setLevel(settings.log_level)
 
+    from server.ai.api import ai_api
+    from server.ai.views import ai_pages
     from server.auth.api import api_meta, tokens_api
     from server.auth.authz import authorize_request, current_subject
     from server.auth.csrf import csrf_token
     from server.auth.views import auth
+    from server.autopilot.api import autopilot_api
+    from server.autopilot.views import autopilot_pages
+    from server.clicks.views import clicks
     from server.errors import register_error_handlers
     from server.extensions import init_extensions
+    from server.finance.api import ledger_api, payouts_api
+    from server.finance.views import finance
+    from server.finance.webhooks import webhooks
     from server.governance.api import controls_api, decisions_api
     from server.health import health
+    from server.links.api import links_api
+    from server.links.views import links_pages
     from server.pages.views import pages
+    from server.policies.api import policies_api
+    from server.policies.bundle_server import opa_bundles
+    from server.policies.views import policies_pages
 
     init_extensions(app, settings)
     register_error_handlers(app)
     app.before_request(authorize_request)
-    for blueprint in (health, auth, pages, decisions_api, controls_api, tokens_api, api_meta):
+    for blueprint in (
+        health,
+        auth,
+        pages,
+        decisions_api,
+        controls_api,
+        tokens_api,
+        api_meta,
+        links_api,
+        links_pages,
+        clicks,
+        autopilot_api,
+        autopilot_pages,
+        ledger_api,
+        payouts_api,
+        finance,
+        webhooks,
+        policies_api,
+        policies_pages,
+        opa_bundles,
+        ai_api,
+        ai_pages,
+    ):
         app.register_blueprint(blueprint)
 
     app.jinja_env.globals["csrf_token"] = csrf_token

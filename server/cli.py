@@ -15,7 +15,12 @@ from typing import Any
 
 import click
 
+from server.ai.cli import register as register_ai_commands
+from server.autopilot.cli import register as register_autopilot_commands
+from server.autopilot.cli import start_scheduler
 from server.config import ConfigError, Settings
+from server.finance.cli import register as register_finance_commands
+from server.policies.cli import register as register_policy_commands
 
 log = logging.getLogger("smartlinks")
 
@@ -180,6 +185,9 @@ def policy_build() -> None:
     click.echo(f"built {info.path} revision {info.revision} sha256 {info.sha256}")
 
 
+register_policy_commands(policy)
+
+
 # -- serving ---------------------------------------------------------------------------------------
 @main.command("serve")
 @click.option("--host", default=None, help="Bind address (default HOST or 127.0.0.1).")
@@ -187,28 +195,41 @@ def policy_build() -> None:
 @click.option("--workers", default=None, type=int, help="gunicorn workers (default WEB_WORKERS or 2).")
 @click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
 def serve(host: str | None, port: int | None, workers: int | None, dev: bool) -> None:
-    """Start the OPA sidecar (unless OPA_URL is set) and the web server; supervise both."""
-    from server.policy.sidecar import OpaSidecar
+    """Serve the app and supervise the OPA sidecars it feeds with bundles.
+
+    Without OPA_URL (bundle-server mode): on the first start, publish and activate the working
+    tree's policies (a governed system action); start gunicorn, which serves the active bundle
+    at /opa/bundles/active; then start the primary OPA sidecar and the shadow sidecar, both
+    polling it (long polling, signed bundles, status and decision logs reported back). With
+    OPA_URL the external sidecar is used as it is configured (opa/bundle-server.yaml feeds it from this server)."""
+    from server.policies.serving import BootstrapError, SidecarPlan, bootstrap, plan_sidecars
 
     settings = _settings()
     host = host or settings.host
     port = port or settings.port
     env = dict(os.environ)
-    sidecar: OpaSidecar | None = None
+    plan: SidecarPlan | None = None
     if settings.opa_url is None:
-        info = build_local_bundle(settings)
-        sidecar = OpaSidecar(
-            Path(settings.opa_bin),
-            info.path,
-            port=settings.opa_port,
-            log_path=Path(settings.var_dir) / "opa.log",
-        )
-        sidecar.start()
-        sidecar.wait_ready(timeout=30)
-        sidecar.supervise()
-        env["OPA_URL"] = sidecar.url
-        env["SMARTLINKS_POLICY_REVISION"] = info.revision
-        click.echo(f"OPA sidecar ready at {sidecar.url} with policy revision {info.revision}")
+        if settings.policy_bootstrap:
+            try:
+                revision = bootstrap(settings, _database(settings))
+            except BootstrapError as exc:
+                raise click.ClickException(f"no policy version can run: {exc}") from exc
+            except ConfigError as exc:
+                raise click.ClickException(str(exc)) from exc
+            except Exception as exc:
+                if "policy_versions" in str(exc):
+                    raise click.ClickException(
+                        "the database has no policy tables: run `smartlinks db upgrade`"
+                    ) from exc
+                raise
+            if revision:
+                click.echo(f"first start: published and activated the working tree's policies as {revision}")
+        try:
+            plan = plan_sidecars(settings, host, port)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        env.update(plan.env)
     else:
         click.echo(f"using the external OPA sidecar at {settings.opa_url}")
 
@@ -231,11 +252,13 @@ def serve(host: str | None, port: int | None, workers: int | None, dev: bool) ->
             "20",
             "--access-logfile",
             "-",
+            "--config",
+            "python:server.gunicorn_conf",
             "server.wsgi:app",
         ]
+    # The bundle server first: the sidecars fetch their bundle from it.
     web = subprocess.Popen(cmd, env=env)  # noqa: S603 - fixed argv, no shell
-    click.echo(f"SmartLinks Autopilot on http://{host}:{port}  (Ctrl-C stops it)")
-
+    scheduler = None
     stopping = False
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -246,8 +269,26 @@ def serve(host: str | None, port: int | None, workers: int | None, dev: bool) ->
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
+        if plan is not None:
+            from server.policy.sidecar import SidecarError
+
+            try:
+                plan.start(timeout=60, alive=lambda: web.poll() is None and not stopping)
+            except SidecarError as exc:
+                raise click.ClickException(f"the OPA sidecar did not load its bundle from the server: {exc}") from exc
+            click.echo(f"OPA sidecar ready at {plan.primary.url} (bundles from http://{host}:{port}/opa)")
+            if plan.shadow is not None:
+                click.echo(f"shadow sidecar on {plan.shadow.url} while a version runs in shadow")
+        # The autopilot scheduler runs here, in the supervisor, never in the gunicorn workers.
+        scheduler = start_scheduler(settings, env.get("OPA_URL") or "", env.get("SMARTLINKS_POLICY_REVISION"))
+        click.echo(f"SmartLinks Autopilot on http://{host}:{port}  (Ctrl-C stops it)")
+        database = _database(settings) if plan is not None else None
+        checked = 0.0
         while web.poll() is None:
             time.sleep(0.5)
+            if plan is not None and database is not None and time.monotonic() - checked >= 2.0:
+                plan.reconcile_shadow(database)
+                checked = time.monotonic()
     finally:
         if web.poll() is None:
             web.terminate()
@@ -255,10 +296,17 @@ def serve(host: str | None, port: int | None, workers: int | None, dev: bool) ->
                 web.wait(timeout=25)
             except subprocess.TimeoutExpired:
                 web.kill()
-        if sidecar is not None:
-            sidecar.stop()
+        if scheduler is not None:
+            scheduler.stop()
+        if plan is not None:
+            plan.stop()
     if not stopping and web.returncode:
         raise SystemExit(web.returncode)
+
+
+register_autopilot_commands(main)
+register_finance_commands(main)
+register_ai_commands(main)
 
 
 if __name__ == "__main__":

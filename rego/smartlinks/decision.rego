@@ -7,10 +7,12 @@
 # Both are total: defined for any input, with a boolean allow.
 package smartlinks
 
+import data.smartlinks.ai_supervisor
 import data.smartlinks.authz
 import data.smartlinks.budget_arbitrage
 import data.smartlinks.operations
 import data.smartlinks.payouts
+import data.smartlinks.policy_lifecycle
 import data.smartlinks.safety
 import data.smartlinks.thompson_sampling
 import data.smartlinks.traffic_optimizer
@@ -42,6 +44,10 @@ handler := "operations" if action_type in operations.action_types
 
 handler := "payouts" if action_type in payouts.action_types
 
+handler := "policy_lifecycle" if action_type in policy_lifecycle.action_types
+
+handler := "ai_supervisor" if startswith(action_type, "ai.")
+
 outcome := {"deny": traffic_optimizer.deny, "obligations": traffic_optimizer.obligations} if handler == "traffic_optimizer"
 
 outcome := {"deny": thompson_sampling.deny, "obligations": thompson_sampling.obligations} if handler == "thompson_sampling"
@@ -53,6 +59,10 @@ outcome := {"deny": budget_arbitrage.deny, "obligations": budget_arbitrage.oblig
 outcome := {"deny": operations.deny, "obligations": operations.obligations} if handler == "operations"
 
 outcome := {"deny": payouts.deny, "obligations": payouts.obligations} if handler == "payouts"
+
+outcome := {"deny": policy_lifecycle.deny, "obligations": policy_lifecycle.obligations} if handler == "policy_lifecycle"
+
+outcome := {"deny": ai_supervisor.deny, "obligations": ai_supervisor.obligations} if handler == "ai_supervisor"
 
 unknown_action := {
 	"code": "unknown_action_type",

@@ -25,7 +25,20 @@ log = logging.getLogger(__name__)
 
 AUTHZ_PATH = "smartlinks/authz/result"
 PUBLIC_PATH = "config/authz/public_endpoints"
-ALWAYS_PUBLIC = frozenset({"health.healthz", "health.readyz", "static", "api_meta.openapi"})
+# The OPA sidecars' own endpoints are public in code too: they authenticate with OPA's bearer token
+# (server/policies/bundle_server.py), and a sidecar must fetch its first bundle before the policy
+# that lists public endpoints exists.
+ALWAYS_PUBLIC = frozenset(
+    {
+        "health.healthz",
+        "health.readyz",
+        "static",
+        "api_meta.openapi",
+        "opa_bundles.bundle",
+        "opa_bundles.status",
+        "opa_bundles.decision_logs",
+    }
+)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -138,3 +138,7 @@ class DecisionRequestSchema(Schema):
             action["params"] = action_type.params_loader.load(action.get("params") or {})
         except ValidationError as exc:
             raise ValidationError({"action": {"params": exc.messages}}) from exc
+
+
+# Capabilities outside server/governance register their action types when imported.
+import billing.actions  # noqa: E402, F401, I001

@@ -7,6 +7,7 @@ transaction so that the record and the effect commit together or not at all."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -96,6 +97,20 @@ class AuthzDenied(Exception):
         self.reasons = reasons
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """What OPA finally decided for one input document (`Gateway.resolve`)."""
+
+    allow: bool
+    reasons: list[dict[str, Any]]
+    obligations: dict[str, Any]
+    params: dict[str, Any]  # the action's params, clamped when a clamp was applied
+    revision: str | None
+    result: Any = None  # OPA's last raw decision
+    clamped: bool = False
+    error_code: str | None = None  # an OPA_* code when OPA gave no usable answer
+
+
 @dataclass
 class Outcome:
     record: Decision
@@ -134,6 +149,34 @@ def validate_decision(result: Any) -> tuple[bool, list[dict[str, Any]], dict[str
     return allow, clean, obligations
 
 
+def build_input(
+    action: Action,
+    *,
+    state: Mapping[str, Any] | None,
+    caller: Actor | None,
+    controls: Mapping[str, bool],
+    counts: Mapping[str, int],
+    mode: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The input document OPA judges `action` on (`Gateway.envelope` without the database reads:
+    the kill switches and the actor's action counts are given)."""
+    return {
+        "action": {
+            "type": action.type,
+            "actor": action.actor.as_input(),
+            "target": {"kind": action.target.kind, "id": action.target.id} if action.target else None,
+            "params": json_safe(dict(action.params)),
+        },
+        "state": json_safe(dict(state or {})),
+        "controls": dict(controls),
+        "context": {"actor_action_counts": dict(counts)},
+        "caller": caller.as_input() if caller else None,
+        "mode": mode,
+        "now": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+
+
 _DECISION_COLUMNS = tuple(c.key for c in Decision.__table__.columns)
 
 
@@ -144,6 +187,11 @@ class Gateway:
         self.opa = opa
         self.mode = mode
         self.clock = clock or (lambda: datetime.now(UTC))
+        # The sidecar's decision_id of this thread's last answer (recorded as opa_decision_id).
+        self._last_opa_decision_id = threading.local()
+        # Called with each recorded decision that OPA answered (server/policies/shadow.py sets it
+        # to evaluate the decision again with the shadow version, off the request's path).
+        self.shadow: Callable[[Decision], None] | None = None
 
     # -- envelope -----------------------------------------------------------------------------
     def controls_and_counts(
@@ -187,20 +235,9 @@ class Gateway:
         now: datetime,
     ) -> dict[str, Any]:
         controls, counts = self.controls_and_counts(session, action.target, action.actor.id, now)
-        return {
-            "action": {
-                "type": action.type,
-                "actor": action.actor.as_input(),
-                "target": {"kind": action.target.kind, "id": action.target.id} if action.target else None,
-                "params": json_safe(dict(action.params)),
-            },
-            "state": json_safe(dict(state or {})),
-            "controls": controls,
-            "context": {"actor_action_counts": counts},
-            "caller": caller.as_input() if caller else None,
-            "mode": self.mode,
-            "now": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        }
+        return build_input(
+            action, state=state, caller=caller, controls=controls, counts=counts, mode=self.mode, now=now
+        )
 
     # -- decision -----------------------------------------------------------------------------
     def _ask(
@@ -208,12 +245,14 @@ class Gateway:
     ) -> tuple[bool, list[dict[str, Any]], dict[str, Any], str | None, Any]:
         if request is None:
             answer = self.opa.query(DECISION_PATH, input_doc)
+            self._last_opa_decision_id.value = answer.decision_id
             allow, reasons, obligations = validate_decision(answer.result)
             return allow, reasons, obligations, answer.revision, answer.result
         gate_input = dict(input_doc)
         gate_input["subject"] = request.subject
         gate_input["request"] = {"method": request.method, "endpoint": request.endpoint, "path": request.path}
         answer = self.opa.query(GATE_PATH, gate_input)
+        self._last_opa_decision_id.value = answer.decision_id
         result = answer.result
         authz = result.get("authz") if isinstance(result, dict) else None
         if not isinstance(authz, dict) or authz.get("allow") is not True:
@@ -224,25 +263,14 @@ class Gateway:
         allow, reasons, obligations = validate_decision(result.get("decision"))
         return allow, reasons, obligations, answer.revision, result.get("decision")
 
-    def decide(
-        self,
-        session: Session,
-        action: Action,
-        *,
-        state: Mapping[str, Any] | None = None,
-        caller: Actor | None = None,
-        dry_run: bool = False,
-        execute: Executor | None = None,
-        request: AuthzRequest | None = None,
-        note: str | None = None,
-    ) -> Outcome:
-        """Decide `action`; when allowed and not a dry run, run `execute` in the same transaction.
+    def resolve(self, input_doc: dict[str, Any], request: AuthzRequest | None = None) -> Resolution:
+        """Ask OPA about `input_doc`; on an allowed answer with a clamp obligation, apply the clamp
+        and ask again on the clamped action (a second clamp is a deny). No database.
 
-        The decision is recorded in `session` whatever happens (allowed, denied, OPA failure);
-        the caller commits. Raises AuthzDenied only when `request` is given and authz refuses."""
-        started = time.perf_counter()
-        now = self.clock()
-        input_doc = self.envelope(session, action, state=state, caller=caller, now=now)
+        This is the whole decision procedure of `decide`, usable on its own (bench/regret.py runs
+        it). `input_doc["action"]["params"]` is replaced by the clamped params when a clamp was
+        applied, so the document records what OPA judged last. OPA failures fail closed (deny,
+        `error_code` set); raises AuthzDenied only when `request` is given and authz refuses."""
         params = dict(input_doc["action"]["params"])
         revision: str | None = self.opa.fallback_revision
         error_code: str | None = None
@@ -266,7 +294,33 @@ class Gateway:
         except OpaError as exc:
             allow, obligations, error_code = False, {}, exc.code
             reasons = [_reason(exc.code, exc.message, "opa")]
-            log.warning("decision for %s failed closed: %s", action.type, exc.code)
+            log.warning("decision for %s failed closed: %s", input_doc["action"].get("type"), exc.code)
+        return Resolution(allow, reasons, obligations, params, revision, result, clamped, error_code)
+
+    def decide(
+        self,
+        session: Session,
+        action: Action,
+        *,
+        state: Mapping[str, Any] | None = None,
+        caller: Actor | None = None,
+        dry_run: bool = False,
+        execute: Executor | None = None,
+        request: AuthzRequest | None = None,
+        note: str | None = None,
+    ) -> Outcome:
+        """Decide `action`; when allowed and not a dry run, run `execute` in the same transaction.
+
+        The decision is recorded in `session` whatever happens (allowed, denied, OPA failure);
+        the caller commits. Raises AuthzDenied only when `request` is given and authz refuses."""
+        started = time.perf_counter()
+        now = self.clock()
+        self._last_opa_decision_id.value = None
+        input_doc = self.envelope(session, action, state=state, caller=caller, now=now)
+        resolution = self.resolve(input_doc, request)
+        allow, reasons, obligations = resolution.allow, resolution.reasons, resolution.obligations
+        params, revision, result = resolution.params, resolution.revision, resolution.result
+        clamped, error_code = resolution.clamped, resolution.error_code
 
         pending = allow and ("require_approval" in obligations or obligations.get("shadow") is True)
         outcome = Outcome(
@@ -292,6 +346,7 @@ class Gateway:
                 latency_ms=0.0,
                 executed=False,
                 note=note,
+                opa_decision_id=self._last_opa_decision_id.value,
             ),
             allow=allow,
             reasons=reasons,
@@ -311,6 +366,8 @@ class Gateway:
         record.latency_ms = (time.perf_counter() - started) * 1000.0
         # A Core insert: an ORM flush costs more than the rest of the bookkeeping together.
         session.execute(insert(Decision), [{c: getattr(record, c) for c in _DECISION_COLUMNS}])
+        if self.shadow is not None and error_code is None:
+            self.shadow(record)
         return outcome
 
     def _execute(self, session: Session, outcome: Outcome, execute: Executor) -> None:

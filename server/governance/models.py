@@ -37,6 +37,9 @@ class Decision(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     executed: Mapped[bool] = mapped_column(Boolean, default=False)
     note: Mapped[str | None] = mapped_column(Text)
+    # The sidecar's decision_id (set when OPA's decision_logs plugin is on): the link to the event
+    # in opa_decision_logs (server/policies).
+    opa_decision_id: Mapped[str | None] = mapped_column(String(64), index=True)
 
     __table_args__ = (Index("ix_decisions_actor_time", "actor_id", "created_at"),)
 
@@ -62,6 +65,7 @@ class Decision(Base):
         if with_input:
             out["input"] = self.input
             out["result"] = self.result
+            out["opa_decision_id"] = self.opa_decision_id
         return out
 
 

@@ -31,6 +31,7 @@ __all__ = [
 
 # Test files stay in the repository; they are never shipped to OPA.
 TEST_FILE_GLOB = "*_test.rego"
+SIGNING_ALG = "RS256"
 _GIT_TIMEOUT_S = 10.0
 
 
@@ -113,12 +114,20 @@ def build_bundle(
     revision: str | None = None,
     *,
     timeout: float = 120.0,
+    signing_key: Path | None = None,
+    relative: bool = False,
 ) -> BundleInfo:
     """Run ``opa build -b <rego_dir> --revision <rev> --ignore '*_test.rego' -o <out>``.
 
     `revision` defaults to `policy_revision(rego_dir)`. The bundle is written to a
     temporary file next to `out` and renamed into place, so a reader never sees a
     half-written bundle. Raises `BundleBuildError` (with OPA's stderr) on failure.
+
+    With `signing_key` (a PEM RSA private key) the bundle carries ``.signatures.json``
+    (``--signing-key``, RS256): a sidecar configured with the public key refuses it when a
+    file was altered, added or removed. With `relative` OPA runs inside `rego_dir` on
+    ``.``, so the files in the bundle are named relative to the folder (no build machine
+    path) and the same tree gives the same bytes anywhere (OPA writes fixed tar times).
     """
     opa_bin = Path(opa_bin)
     rego_dir = Path(rego_dir)
@@ -136,18 +145,25 @@ def build_bundle(
         str(opa_bin),
         "build",
         "--bundle",
-        str(rego_dir),
+        "." if relative else str(rego_dir),
         "--revision",
         rev,
         "--ignore",
         TEST_FILE_GLOB,
         "--output",
-        str(tmp),
+        str(tmp.resolve()),
     ]
+    if signing_key is not None:
+        argv += ["--signing-key", str(Path(signing_key).resolve()), "--signing-alg", SIGNING_ALG]
     try:
         try:
             proc = subprocess.run(  # noqa: S603 - fixed argv, no shell
-                argv, capture_output=True, text=True, timeout=timeout, check=False
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                cwd=str(rego_dir) if relative else None,
             )
         except FileNotFoundError as exc:
             raise BundleBuildError(f"opa binary not found: {opa_bin}") from exc

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -30,12 +31,24 @@ from typing import Any
 
 import requests
 
-__all__ = ["OpaSidecar", "SidecarError", "active_revision", "free_loopback_port"]
+__all__ = [
+    "TOKEN_ENV",
+    "OpaSidecar",
+    "SidecarError",
+    "active_revision",
+    "bundle_server_config",
+    "free_loopback_port",
+    "write_config",
+]
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 _RUN_MARKER = "--- opa sidecar: "
+# The environment variable that carries OPA's bearer token for the bundle server: the generated
+# configuration names it (`${SMARTLINKS_OPA_TOKEN}`, expanded by OPA) so that the token is never
+# written to the configuration file.
+TOKEN_ENV = "SMARTLINKS_OPA_TOKEN"  # noqa: S105 - a variable name, not a secret
 
 
 class SidecarError(RuntimeError):
@@ -72,6 +85,84 @@ def active_revision(url: str, timeout: float = 2.0) -> str | None:
         if isinstance(revision, str) and revision:
             revisions.append(revision)
     return ",".join(revisions) if revisions else None
+
+
+def bundle_server_config(
+    *,
+    service_url: str,
+    verification_key_pem: str,
+    key_id: str,
+    resource: str,
+    sidecar: str,
+    long_poll_seconds: int = 10,
+    status: bool = True,
+    decision_logs: bool = True,
+) -> dict[str, Any]:
+    """OPA configuration for a sidecar fed by the server's bundle server (checked against 1.22.3).
+
+    * `bundles.smartlinks` polls `<service_url>/<resource>` with `If-None-Match` and long polling
+      (`long_polling_timeout_seconds`; the server answers within that time, 304 when unchanged),
+      falling back to 1-2 s polling; `persist: false` (the server is the source of truth).
+    * `keys` + `signing.keyid`: the bundle must carry a valid RS256 signature by the server's
+      key; an unsigned or altered bundle is refused and the last good one stays active.
+    * `status` POSTs to `<service_url>/status/<sidecar>` after every change (active revision,
+      bundle errors, decision-log upload state and counters such as dropped events).
+    * `decision_logs` uploads gzip batches to `<service_url>/logs/<sidecar>` every 1-2 s (OPA's
+      default is 300-600 s); the buffer is bounded (32 MiB) so that a long outage of the server
+      drops events (counted, and surfaced by the server as an alert) instead of growing without
+      end. `system.log.mask` and `system.log.drop` ship in the bundle.
+    * `labels.sidecar` names the sidecar in reports and events.
+
+    The bearer token is `${SMARTLINKS_OPA_TOKEN}`, expanded by OPA from its environment.
+    """
+    config: dict[str, Any] = {
+        "services": {
+            "smartlinks": {
+                "url": service_url.rstrip("/"),
+                "credentials": {"bearer": {"token": "${" + TOKEN_ENV + "}"}},
+            }
+        },
+        "keys": {key_id: {"key": verification_key_pem, "algorithm": "RS256"}},
+        "labels": {"sidecar": sidecar, "app": "smartlinks"},
+        "bundles": {
+            "smartlinks": {
+                "service": "smartlinks",
+                "resource": resource,
+                "persist": False,
+                "signing": {"keyid": key_id},
+                "polling": {
+                    "min_delay_seconds": 1,
+                    "max_delay_seconds": 2,
+                    "long_polling_timeout_seconds": long_poll_seconds,
+                },
+            }
+        },
+    }
+    if status:
+        config["status"] = {"service": "smartlinks", "partition_name": sidecar}
+    if decision_logs:
+        config["decision_logs"] = {
+            "service": "smartlinks",
+            "partition_name": sidecar,
+            "reporting": {
+                "min_delay_seconds": 1,
+                "max_delay_seconds": 2,
+                "upload_size_limit_bytes": 262144,
+                "buffer_size_limit_bytes": 32 * 1024 * 1024,
+            },
+        }
+    return config
+
+
+def write_config(path: Path, config: Mapping[str, Any]) -> Path:
+    """Write an OPA configuration (JSON is YAML) readable by its owner only."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
+    return path
 
 
 def _tail(path: Path, max_lines: int = 20, max_bytes: int = 8192) -> str:

@@ -24,8 +24,12 @@ scope_of(rule) := object.get(rule, "action_types", null)
 
 # --- kill switches -----------------------------------------------------------------
 
-# The action that turns the kill switch off cannot itself be stopped by it.
-kill_switch_exempt := {"controls.kill_switch"}
+# The action that turns the kill switch off cannot itself be stopped by it, nor can
+# the policy changes (rollback first) that may be what ends the incident.
+kill_switch_exempt := {
+	"controls.kill_switch",
+	"policy.publish", "policy.activate", "policy.rollback", "policy.shadow_start", "policy.shadow_stop",
+}
 
 deny contains {
 	"code": "kill_switch_active",

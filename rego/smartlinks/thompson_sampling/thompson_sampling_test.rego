@@ -76,17 +76,17 @@ test_max_arms_bounds_the_number_of_arms if {
 # --- exploration floor --------------------------------------------------------------
 
 test_an_arm_below_the_exploration_floor_is_clamped if {
-	weights := {"offer_1": 0.995, "offer_2": 0.005}
+	weights := {"offer_1": 0.9999, "offer_2": 0.0001}
 	thompson_sampling.deny == set() with input as proposal(weights)
 	clamp := thompson_sampling.obligations.clamp with input as proposal(weights)
 	clamp.param == "weights"
 	clamp.total == 1
-	same_bounds(clamp.bounds, {"offer_1": [0.01, 1], "offer_2": [0.01, 1]})
+	same_bounds(clamp.bounds, {"offer_1": [0.0002, 1], "offer_2": [0.0002, 1]})
 	note_codes(thompson_sampling.obligations) == {["below_exploration_floor", "offer_2"]} with input as proposal(weights)
 }
 
 test_the_exploration_floor_is_inclusive if {
-	thompson_sampling.obligations == {} with input as proposal({"offer_1": 0.99, "offer_2": 0.01})
+	thompson_sampling.obligations == {} with input as proposal({"offer_1": 0.9998, "offer_2": 0.0002})
 }
 
 # --- minimum samples before an arm may be starved ----------------------------------
@@ -94,7 +94,7 @@ test_the_exploration_floor_is_inclusive if {
 test_an_undersampled_arm_keeps_the_unsampled_min_share if {
 	weights := {"offer_1": 0.97, "offer_2": 0.03}
 	obligations := thompson_sampling.obligations with input as proposal_with(weights, {"offer_1": 1200, "offer_2": 99})
-	same_bounds(obligations.clamp.bounds, {"offer_1": [0.01, 1], "offer_2": [0.05, 1]})
+	same_bounds(obligations.clamp.bounds, {"offer_1": [0.0002, 1], "offer_2": [0.05, 1]})
 	note_codes(obligations) == {["arm_starved", "offer_2"]}
 }
 
