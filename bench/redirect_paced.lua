@@ -21,5 +21,5 @@ end
 request = function()
   n = n + 1
   local address = string.format("10.%d.%d.%d", id % 256, math.floor(n / 250) % 250, n % 250 + 1)
-  return wrk.format("GET", wrk.path .. "?sub1=bench", {["User-Agent"] = agent, ["X-Forwarded-For"] = address, ["CF-IPCountry"] = "FR"})
+  return wrk.format("GET", wrk.path .. "?sub1=bench", {["User-Agent"] = agent, ["X-Forwarded-For"] = address, ["CF-IPCountry"] = "FR", ["Connection"] = "close"})
 end

@@ -111,6 +111,20 @@ class Database:
         return self._sessions()
 
     @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only session, rolled back at the end: on SQLite a plain BEGIN, so that a reader
+        polling every fraction of a second never takes the write lock (BEGIN IMMEDIATE) that the
+        click writers and every other writer need."""
+        with self.engine.connect() as conn:
+            conn.info["write"] = False
+            try:
+                with Session(bind=conn) as session:
+                    yield session
+                    session.rollback()
+            finally:
+                conn.info["write"] = True
+
+    @contextmanager
     def unit_of_work(self) -> Iterator[UnitOfWork]:
         with UnitOfWork(self.session()) as uow:
             yield uow

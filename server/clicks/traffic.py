@@ -94,11 +94,17 @@ def address_hasher(secret_key: str, cache_size: int = 65536) -> Callable[[str], 
 
 
 class ClickIds:
-    """Unguessable click ids: BLAKE2b keyed with 256 random bits from the OS (drawn again in every
-    process, so forked workers never share a sequence) over a counter, 128 bits in hex. One
-    system call per process instead of one per click (getrandom is slow on some VMs)."""
+    """Click ids, 32 hex characters: 48 bits of milliseconds since the epoch, then 80 unguessable
+    bits (BLAKE2b keyed with 256 random bits drawn once per process, over a counter).
 
-    def __init__(self) -> None:
+    Time first (as in UUIDv7) so that new ids land at the end of the clicks table's primary-key
+    index instead of at random places in it: an insert then costs the same with a billion clicks
+    as with a thousand, on SQLite and PostgreSQL alike. The key is drawn again in every process
+    (a forked worker never repeats its parent's ids), with one system call per process rather than
+    one per click (getrandom is slow on some VMs)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
         self._pid = -1
         self._key = b""
         self._counter = itertools.count()
@@ -108,7 +114,9 @@ class ClickIds:
             self._key = os.urandom(32)
             self._counter = itertools.count()
             self._pid = os.getpid()
-        return hashlib.blake2b(next(self._counter).to_bytes(8, "big"), key=self._key, digest_size=16).hexdigest()
+        millis = int(self._clock() * 1000) & 0xFFFFFFFFFFFF
+        tail = hashlib.blake2b(next(self._counter).to_bytes(8, "big"), key=self._key, digest_size=10).hexdigest()
+        return f"{millis:012x}{tail}"
 
 
 class RateCounter:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import insert, text
@@ -97,13 +98,21 @@ _INSERT = {
     ),
 }
 # SQLAlchemy's storage format for DateTime on SQLite (what the ORM reads back).
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+_SQLITE_SECOND = "%Y-%m-%d %H:%M:%S"
+
+
+@lru_cache(maxsize=8)
+def _sqlite_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime(_SQLITE_SECOND)
 
 
 def _row(c: ClickRecord, sqlite: bool) -> tuple[Any, ...]:
-    created: Any = datetime.fromtimestamp(c.created, UTC)
-    if sqlite:
-        created = created.strftime(_SQLITE_TIME)
+    created: Any
+    if sqlite:  # "YYYY-MM-DD HH:MM:SS.ffffff", the second's part formatted once per second
+        second = int(c.created)
+        created = f"{_sqlite_second(second)}.{min(round((c.created - second) * 1e6), 999999):06d}"
+    else:
+        created = datetime.fromtimestamp(c.created, UTC)
     subs = json.dumps(c.subs, separators=(",", ":")) if c.subs else "{}"
     return (
         c.id,

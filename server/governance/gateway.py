@@ -178,6 +178,7 @@ def build_input(
 
 
 _DECISION_COLUMNS = tuple(c.key for c in Decision.__table__.columns)
+_INSERT_DECISION = insert(Decision)
 
 
 class Gateway:
@@ -201,18 +202,25 @@ class Gateway:
         epoch = int(now.timestamp())
         minute, hour = epoch - epoch % 60, epoch - epoch % 3600
         target_key = f"kill_switch:{target.kind}:{target.id}" if target is not None else "kill_switch:-"
-        rows = session.execute(
-            _CONTROLS_AND_COUNTS,
-            {
-                "global_key": "kill_switch:global",
-                "target_key": target_key,
-                "actor": actor_id,
-                "day": hour - 86400,
-                "m60": minute - 60,
-                "m3600": minute - 3540,
-                "h86400": hour - 82800,
-            },
-        ).all()
+        # Core execution on the session's connection (the ORM layer adds nothing to these), after
+        # the flush that session.execute would have done (a no-op when nothing is pending).
+        session.flush()
+        rows = (
+            session.connection()
+            .execute(
+                _CONTROLS_AND_COUNTS,
+                {
+                    "global_key": "kill_switch:global",
+                    "target_key": target_key,
+                    "actor": actor_id,
+                    "day": hour - 86400,
+                    "m60": minute - 60,
+                    "m3600": minute - 3540,
+                    "h86400": hour - 82800,
+                },
+            )
+            .all()
+        )
         values = {str(name): int(value or 0) for name, value in rows}
         controls = {
             "kill_switch": bool(values.get("kill_switch:global")),
@@ -223,7 +231,9 @@ class Gateway:
 
     def count_action(self, session: Session, actor_id: str, now: datetime) -> None:
         epoch = int(now.timestamp())
-        session.execute(_COUNT_ACTION, {"actor": actor_id, "minute": epoch - epoch % 60, "hour": epoch - epoch % 3600})
+        session.connection().execute(
+            _COUNT_ACTION, {"actor": actor_id, "minute": epoch - epoch % 60, "hour": epoch - epoch % 3600}
+        )
 
     def envelope(
         self,
@@ -364,8 +374,10 @@ class Gateway:
                 self._execute(session, outcome, execute)
         record = outcome.record
         record.latency_ms = (time.perf_counter() - started) * 1000.0
-        # A Core insert: an ORM flush costs more than the rest of the bookkeeping together.
-        session.execute(insert(Decision), [{c: getattr(record, c) for c in _DECISION_COLUMNS}])
+        # A Core insert on the session's connection: an ORM flush (or the ORM's bulk path) costs
+        # more than the rest of the bookkeeping together.
+        session.flush()
+        session.connection().execute(_INSERT_DECISION, {c: getattr(record, c) for c in _DECISION_COLUMNS})
         if self.shadow is not None and error_code is None:
             self.shadow(record)
         return outcome

@@ -13,7 +13,6 @@ import contextlib
 import difflib
 import hashlib
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,18 +75,9 @@ class Toolchain:
         )
 
 
-@contextlib.contextmanager
-def reading(db: Database) -> Iterator[Session]:
-    """A read-only session: on SQLite a plain BEGIN, so that a reader polling every 150 ms never
-    takes the write lock that BEGIN IMMEDIATE would."""
-    with db.engine.connect() as conn:
-        conn.info["write"] = False
-        try:
-            with Session(bind=conn) as session:
-                yield session
-                session.rollback()
-        finally:
-            conn.info["write"] = True
+def reading(db: Database) -> contextlib.AbstractContextManager[Session]:
+    """A read-only session (see `Database.reading`)."""
+    return db.reading()
 
 
 # -- reading versions ----------------------------------------------------------------------------

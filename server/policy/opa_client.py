@@ -51,6 +51,30 @@ class _Reply:
         self.body = body
 
 
+class _OneWrite:
+    """Sends a request's head and a bytes body in one write. `http.client` writes them separately:
+    two system calls and two segments (TCP_NODELAY is set) that wake OPA's reader twice."""
+
+    _buffer: list[bytes]
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if isinstance(message_body, bytes) and not encode_chunked:
+            self._buffer.extend((b"", b""))
+            head = b"\r\n".join(self._buffer)
+            del self._buffer[:]
+            self.send(head + message_body)  # type: ignore[attr-defined]
+            return
+        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+
+
+class _Connection(_OneWrite, http.client.HTTPConnection):
+    pass
+
+
+class _TLSConnection(_OneWrite, http.client.HTTPSConnection):
+    pass
+
+
 class OpaClient:
     """Asks OPA for decisions. Thread-safe: each thread keeps its own keep-alive connection."""
 
@@ -74,7 +98,7 @@ class OpaClient:
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            cls = _TLSConnection if self._https else _Connection
             conn = cls(self._host, self._port, timeout=self.connect_timeout)
             self._local.conn = conn
             with self._lock:

@@ -73,11 +73,15 @@ def test_addresses_and_their_hashes() -> None:
     assert len(one("203.0.113.9") or "") == 64 and one("") is None
 
 
-def test_click_ids_are_unique_hex() -> None:
-    ids = ClickIds()
-    drawn = {ids.next() for _ in range(10_000)}
-    assert len(drawn) == 10_000 and all(len(i) == 32 and int(i, 16) >= 0 for i in drawn)
-    assert ClickIds().next() not in drawn  # another process (or instance) has another key
+def test_click_ids_are_unique_time_ordered_hex() -> None:
+    now = [1_795_654_800.0]
+    ids = ClickIds(clock=lambda: now[0])
+    drawn = [ids.next() for _ in range(10_000)]
+    assert len(set(drawn)) == 10_000 and all(len(i) == 32 and int(i, 16) >= 0 for i in drawn)
+    assert {i[:12] for i in drawn} == {f"{1_795_654_800_000:012x}"}  # milliseconds first
+    now[0] += 0.001
+    assert ids.next() > max(drawn)  # a later millisecond sorts after
+    assert ClickIds(clock=lambda: now[0]).next()[12:] not in {i[12:] for i in drawn}  # another key
 
 
 def test_templates_compile_once_and_encode() -> None:
