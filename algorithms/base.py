@@ -14,7 +14,10 @@ Conventions used by every algorithm in this package:
 from __future__ import annotations
 
 import math
+import os
 import random
+import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -28,6 +31,10 @@ import numpy.typing as npt
 WEIGHT_SUM_TOLERANCE = 1e-6
 
 _random_module_random = random.random
+
+#: Largest block of pre-drawn choices an :class:`AliasSampler` keeps (blocks start small and double).
+CHOICE_BLOCK = 4096
+_FIRST_BLOCK = 64
 
 
 def _check_count(name: str, value: object) -> int:
@@ -255,24 +262,52 @@ Eligibility = Callable[[str], bool] | AbstractSet[str]
 
 
 class AliasSampler:
-    """Vose's alias method over an approved allocation: O(1) pure-Python choice per click.
+    """Vose's alias method over an approved allocation, with pre-drawn choices for the click path.
 
-    Build it once per approved allocation (O(K)); then each click costs one or two uniforms, a
-    list index and a comparison. Arms with weight 0 are never returned. Weights are normalised
-    by their sum, so a vector that sums to 1 up to rounding is accepted as is.
+    Build it once per approved allocation (O(K)). Arms with weight 0 are never returned. Weights
+    are normalised by their sum, so a vector that sums to 1 up to rounding is accepted as is.
 
+    * :meth:`choose` without an ``rng`` (the click path) pops one ``(arm, probability)`` from a
+      block of choices drawn in advance with numpy (:meth:`sample_indices`'s alias draw): one
+      method call and one ``list.pop`` per click. Blocks start at 64 choices and double up to
+      :data:`CHOICE_BLOCK`, so a rarely clicked link holds little memory.
+    * :meth:`choose` with a ``random.Random`` uses one uniform from it: reproducible given a seed.
     * :meth:`sample` maps two uniforms in [0, 1) to ``(arm, probability of that arm)``.
-    * :meth:`choose` draws from ``random.random`` (or a given ``random.Random``), one uniform.
     * :meth:`sample_eligible` renormalises over the eligible arms (e.g. offers not paused or
       capped right now) and returns ``None`` when no eligible arm has positive weight.
     * :meth:`sample_indices` is a vectorised numpy draw for simulations.
+
+    The pre-drawn choices are i.i.d. from the allocation and each is handed out at most once:
+    ``list.pop`` is atomic, and a thread that finds the block empty draws a new one, takes its
+    own choice from it and only then publishes it. Two threads may both refill: what is left of
+    the block replaced is dropped, for a reason that does not depend on its values, so the
+    choices handed out stay i.i.d. Threads therefore never share a choice.
+    Processes never share a stream: blocks are drawn from a generator seeded from the OS per
+    process (a forked child creates its own), and a fork empties every block the child inherits.
     """
 
-    __slots__ = ("_arm_ids", "_probs", "_items", "_table", "_n", "_thresholds", "_alias_idx", "_pos_idx")
+    __slots__ = (
+        "_arm_ids",
+        "_probs",
+        "_items",
+        "_table",
+        "_n",
+        "_thresholds",
+        "_alias_idx",
+        "_pos_idx",
+        "_alias_col",
+        "_item_array",
+        "_buffer",
+        "_block",
+        "_max_block",
+        "__weakref__",
+    )
 
-    def __init__(self, weights: Mapping[str, float]) -> None:
+    def __init__(self, weights: Mapping[str, float], *, max_block: int = CHOICE_BLOCK) -> None:
         if not weights:
             raise ValueError("weights must not be empty")
+        if isinstance(max_block, bool) or not isinstance(max_block, int) or max_block < 1:
+            raise ValueError(f"max_block must be a positive integer, got {max_block!r}")
         arm_ids: list[str] = []
         raw: list[float] = []
         for arm, w in weights.items():
@@ -317,6 +352,15 @@ class AliasSampler:
         ]
         self._thresholds = np.asarray(threshold, dtype=np.float64)
         self._alias_idx = np.asarray([positive[a] for a in alias], dtype=np.int64)
+        self._alias_col = np.asarray(alias, dtype=np.int64)
+        # The (arm, probability) tuples as an object array: indexing it with a block of columns
+        # and calling tolist() builds the block of choices in C, sharing the tuples.
+        self._item_array: npt.NDArray[np.object_] = np.empty(n, dtype=object)
+        for j, item in enumerate(items):
+            self._item_array[j] = item
+        self._buffer: list[tuple[str, float]] = []
+        self._block = min(_FIRST_BLOCK, max_block)
+        self._max_block = max_block
 
     @property
     def arm_ids(self) -> tuple[str, ...]:
@@ -344,20 +388,44 @@ class AliasSampler:
         return alias_arm, alias_p
 
     def choose(self, rng: random.Random | None = None) -> tuple[str, float]:
-        """Draw one arm using a single uniform from ``rng`` (default: the ``random`` module)."""
-        x = (rng.random() if rng is not None else _random_module_random()) * self._n
+        """Draw one arm with its probability.
+
+        Without ``rng`` (the click path): the next pre-drawn choice of this process. With a
+        ``random.Random``: one uniform from it, so a seeded generator gives a reproducible sequence.
+        """
+        if rng is None:
+            try:
+                return self._buffer.pop()
+            except IndexError:
+                return self._refill()
+        x = rng.random() * self._n
         i = int(x)
         thr, arm, p, alias_arm, alias_p = self._table[i]
         if x - i < thr:
             return arm, p
         return alias_arm, alias_p
 
+    def _refill(self) -> tuple[str, float]:
+        """Draw a new block of choices, keep all but one for the next clicks, return that one."""
+        size = self._block
+        if size < self._max_block:
+            self._block = min(2 * size, self._max_block)
+        gen = _PROCESS_STREAM.generator_for(self)
+        cols = gen.integers(0, self._n, size=size)
+        keep = gen.random(size) < self._thresholds[cols]
+        block: list[tuple[str, float]] = self._item_array[np.where(keep, cols, self._alias_col[cols])].tolist()
+        mine = block.pop()
+        # Published after the pop: no other thread can take the choice returned here.
+        self._buffer = block
+        return mine
+
     def sample_eligible(self, eligible: Eligibility, rng: random.Random | None = None) -> tuple[str, float] | None:
         """Draw among eligible arms only, renormalising the allocation over them.
 
         ``eligible`` is a set of arm ids or a predicate. Returns ``(arm, conditional probability)``
         or ``None`` when no eligible arm has positive weight. Exact: rejection sampling from the
-        alias table (a few tries), then an inverse-CDF draw over the eligible arms.
+        allocation (a few tries; without ``rng`` the tries are pre-drawn choices, as in
+        :meth:`choose`), then an inverse-CDF draw over the eligible arms.
         """
         test: Callable[[str], bool]
         if isinstance(eligible, AbstractSet):
@@ -375,17 +443,25 @@ class AliasSampler:
             return self.choose(rng)
         if mass <= 0.0:
             return None
-        draw = rng.random if rng is not None else _random_module_random
-        table = self._table
-        n = self._n
-        for _ in range(16):
-            x = draw() * n
-            i = int(x)
-            thr, arm, p, alias_arm, alias_p = table[i]
-            if x - i >= thr:
-                arm, p = alias_arm, alias_p
-            if test(arm):
-                return arm, p / mass
+        if rng is None:
+            choose = self.choose
+            for _ in range(16):
+                arm, p = choose()
+                if test(arm):
+                    return arm, p / mass
+            draw = _random_module_random  # reseeded in a forked child by the random module
+        else:
+            draw = rng.random
+            table = self._table
+            n = self._n
+            for _ in range(16):
+                x = draw() * n
+                i = int(x)
+                thr, arm, p, alias_arm, alias_p = table[i]
+                if x - i >= thr:
+                    arm, p = alias_arm, alias_p
+                if test(arm):
+                    return arm, p / mass
         target = draw() * mass
         last: tuple[str, float] | None = None
         acc = 0.0
@@ -404,6 +480,47 @@ class AliasSampler:
         own = np.asarray(self._pos_idx, dtype=np.int64)[cols]
         out: npt.NDArray[np.int64] = np.where(u < self._thresholds[cols], own, self._alias_idx[cols])
         return out
+
+
+class _ProcessStream:
+    """This process's numpy generator for pre-drawn choices, and the samplers holding choices.
+
+    The generator is seeded from the OS and tied to the process id, so a forked child draws from
+    a generator of its own whatever forked it. ``os.fork`` also runs :meth:`after_fork_in_child`,
+    which empties every block the child inherited (the parent hands out the same choices). Nothing
+    is drawn or registered until the first block is needed.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = 0
+        self.generator: np.random.Generator | None = None
+        self.holders: weakref.WeakSet[AliasSampler] = weakref.WeakSet()
+        self.hooked = False
+
+    def generator_for(self, sampler: AliasSampler) -> np.random.Generator:
+        """The generator of this process; ``sampler`` is emptied if the process forks."""
+        generator = self.generator
+        if generator is None or self.pid != os.getpid():
+            with self.lock:
+                if not self.hooked:
+                    os.register_at_fork(after_in_child=self.after_fork_in_child)
+                    self.hooked = True
+                if self.generator is None or self.pid != os.getpid():
+                    self.generator = np.random.default_rng()
+                    self.pid = os.getpid()
+                generator = self.generator
+        self.holders.add(sampler)
+        return generator
+
+    def after_fork_in_child(self) -> None:
+        self.lock = threading.Lock()  # another thread of the parent may have held it
+        self.generator = None
+        for sampler in list(self.holders):
+            sampler._buffer = []
+
+
+_PROCESS_STREAM = _ProcessStream()
 
 
 def choose_arm(sampler: AliasSampler, rng: random.Random | None = None) -> tuple[str, float]:

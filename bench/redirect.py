@@ -5,10 +5,14 @@
    `server/gunicorn_conf.py`, 2 gthread workers x 4 threads, access log on). Its scheduler's first
    cycle approves the link's allocation through OPA, exactly as in production; the benchmark
    waits until the link redirects.
-3. wrk (Debian's package; installed with apt-get when missing) drives `/r/<slug>` for
-   `--duration` seconds with `--connections` keep-alive connections, each request from a distinct
-   address (bench/redirect.lua), then the server is stopped with SIGTERM (graceful) and the
-   clicks in the database are counted: every answered redirect must be there.
+3. wrk (Debian's package; installed with apt-get when missing) drives `/r/<slug>`, each request
+   from a distinct address and on a new connection (`Connection: close`, bench/redirect.lua): a
+   visitor's browser opens a connection to the tracker for its one click, and a handful of
+   long-lived keep-alive connections would also all stick to whichever gunicorn worker accepted
+   them first. Two modes: closed loop (each connection sends again as soon as it has its answer:
+   the most the server answers) and paced (a pause between requests, offering about `--rate`
+   requests a second: the latency at that rate). Then the server is stopped with SIGTERM
+   (graceful) and the clicks in the database are counted: every answered redirect must be there.
 4. The same gunicorn configuration serving a tiny WSGI app that only answers 302 (`bare_app`
    below), driven the same way: the ceiling of the server stack on this machine. Both servers
    run side by side and wrk alternates between them round after round, so that both see the
@@ -174,12 +178,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported (default 5)")
     ap.add_argument("--connections", type=int, default=8, help="closed-loop wrk connections (default 8)")
     ap.add_argument("--rate", type=int, default=2000, help="offered rate of the paced runs (default 2000/s)")
-    ap.add_argument("--paced-connections", type=int, default=24, help="connections of the paced runs (default 24)")
+    ap.add_argument("--paced-connections", type=int, default=32, help="connections of the paced runs (default 32)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: the machine has 2 cores)")
     ap.add_argument("--skip-speed", action="store_true", help="skip the AliasSampler vs MABWiser figure")
     args = ap.parse_args()
-    # Each paced connection sends a request every pause + latency: aim slightly above the rate.
-    pause_ms = max(0, 1000 * args.paced_connections // args.rate - 2)
+    # Each paced connection sends a request every pause + connect + latency (about 3 ms here):
+    # aim slightly above the rate.
+    pause_ms = max(0, 1000 * args.paced_connections // args.rate - 4)
     wrk = ensure_wrk()
     print(f"machine: {os.cpu_count()} cores, load average before: {load()}", flush=True)
 
@@ -277,10 +282,12 @@ def main() -> None:
         speed = measure_speed()
         print()
         print("arm choice, single thread (bench/regret.py measure_speed):")
-        print(f"  AliasSampler.choose           {speed.alias_choose:>14,.0f} /s")
+        print(f"  AliasSampler.choose()         {speed.alias_buffered_choose:>14,.0f} /s (pre-drawn: the click path)")
+        print(f"  AliasSampler.choose(rng)      {speed.alias_choose:>14,.0f} /s (one uniform)")
         print(f"  AliasSampler.sample_eligible  {speed.alias_sample_eligible:>14,.0f} /s (half the arms eligible)")
         print(f"  MABWiser TS predict()         {speed.mab_ts_predict:>14,.0f} /s")
-        print(f"  ratio AliasSampler / MABWiser TS predict: {speed.alias_choose / speed.mab_ts_predict:,.0f}x")
+        print(f"  MABWiser UCB1 predict()       {speed.mab_ucb1_predict:>14,.0f} /s")
+        print(f"  ratio AliasSampler.choose() / MABWiser TS, UCB1: {speed.ratio_ts:,.0f}x, {speed.ratio_ucb1:,.1f}x")
     print(f"load average after: {load()}")
 
 

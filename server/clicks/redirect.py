@@ -17,7 +17,6 @@ import atexit
 import json
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -120,7 +119,6 @@ class ClickHandler:
         self._ids = ClickIds()
         self._country_key = environ_key(settings.country_header)
         self._address_key = environ_key(settings.client_ip_header) if settings.client_ip_header else None
-        self._rng = random.Random()  # noqa: S311 - traffic splitting, not cryptography
         self._started_pid: int | None = None
         self._start_lock = threading.Lock()
         self._atexit = False
@@ -166,7 +164,8 @@ class ClickHandler:
         if self.rates.over_limit(address) and reason is None:
             reason = "rate_limit"
 
-        choice = route.choose(country, device, self.routes.capped_out, self._rng)
+        # No rng: the samplers' pre-drawn choices, drawn per process (a forked worker draws its own).
+        choice = route.choose(country, device, self.routes.capped_out)
         target = choice.target
         click_id = self._ids.next()
         query = environ.get("QUERY_STRING")

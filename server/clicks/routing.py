@@ -1,6 +1,6 @@
 """The per-process routing table: for every link, an `AliasSampler` over its current approved
 allocation and the offers' URL templates compiled once, so that a click costs a dictionary
-lookup, one or two random numbers and a string join.
+lookup, one pre-drawn choice (`AliasSampler.choose`) and a string join.
 
 Refresh (a background thread per process, started with the first click):
 
@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -127,17 +127,31 @@ class LinkRoute:
     targets: Mapping[str, Target]  # the link's arms that exist as offers
     fallback: Target | None
     unrestricted: bool  # every arm with positive weight is always eligible
+    # The Choice of every arm with positive weight, built once: an unrestricted click returns one
+    # of these rather than building a new one (which costs more than drawing the arm).
+    choices: Mapping[str, Choice] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        choices: dict[str, Choice] = {}
+        if self.sampler is not None:
+            for arm, probability in self.sampler.weights.items():
+                target = self.targets.get(arm)
+                if probability > 0.0 and target is not None:
+                    choices[arm] = Choice(target, probability, False)
+        object.__setattr__(self, "choices", choices)
 
     def choose(
         self, country: str | None, device: str, capped_out: frozenset[str], rng: random.Random | None = None
     ) -> Choice:
         """The arm for one click, with the probability it had of being chosen for this click
-        (renormalised over the arms eligible for it), or the fallback offer, or nothing."""
+        (renormalised over the arms eligible for it), or the fallback offer, or nothing.
+
+        Without ``rng`` (the click path) the sampler's pre-drawn choices are used; a seeded
+        ``random.Random`` gives a reproducible sequence instead."""
         sampler = self.sampler
         if self.active and sampler is not None:
             if self.unrestricted:
-                arm, probability = sampler.choose(rng)
-                return Choice(self.targets[arm], probability, False)
+                return self.choices[sampler.choose(rng)[0]]
             targets = self.targets
 
             def eligible(arm: str) -> bool:
@@ -252,17 +266,16 @@ class RoutingCache:
 
     def refresh(self, *, force: bool = False) -> bool:
         """Check the version and rebuild when needed; recount capped offers. True if rebuilt."""
-        with self._lock:
+        with self._lock, self.db.reading() as session:
             rebuilt = False
-            with self.db.session() as session:
-                fingerprint = tuple(session.execute(_FINGERPRINT).one())
-                stale = self._clock() - self._loaded_at >= MAX_AGE
-                if force or stale or fingerprint != self._fingerprint:
-                    self.table, self._capped = load_routes(session)
-                    self._fingerprint = fingerprint
-                    self._loaded_at = self._clock()
-                    self.loaded = rebuilt = True
-                self.capped_out = capped_out_offers(session, self._capped, datetime.now(UTC))
+            fingerprint = tuple(session.execute(_FINGERPRINT).one())
+            stale = self._clock() - self._loaded_at >= MAX_AGE
+            if force or stale or fingerprint != self._fingerprint:
+                self.table, self._capped = load_routes(session)
+                self._fingerprint = fingerprint
+                self._loaded_at = self._clock()
+                self.loaded = rebuilt = True
+            self.capped_out = capped_out_offers(session, self._capped, datetime.now(UTC))
             return rebuilt
 
     def start(self) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import sys
+import threading
 import time
 from collections import Counter
 
@@ -12,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from algorithms import base
 from algorithms.base import (
     AliasSampler,
     AllocationAlgorithm,
@@ -236,9 +240,9 @@ class TestAliasSampler:
         assert s.choose() == ("only", 1.0)
         assert s.sample(0.999, 0.999) == ("only", 1.0)
 
-    def test_choice_is_fast(self) -> None:
+    @pytest.mark.parametrize("rnd", [random.Random(0), None], ids=["one uniform", "pre-drawn"])
+    def test_choice_is_fast(self, rnd: random.Random | None) -> None:
         s = AliasSampler({f"o{i}": 1.0 + i for i in range(10)})
-        rnd = random.Random(0)
         choose = s.choose
         n = 100_000
         best = float("inf")
@@ -262,3 +266,151 @@ class TestAliasSampler:
             arm, p = s.choose(rnd)
             assert w[arm] > 0
             assert p == pytest.approx(w[arm] / total)
+
+
+@pytest.fixture
+def seeded_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seed this process's stream of pre-drawn choices, so that the frequency tests are stable."""
+    monkeypatch.setattr(base._PROCESS_STREAM, "generator", np.random.default_rng(2024))
+    monkeypatch.setattr(base._PROCESS_STREAM, "pid", os.getpid())
+
+
+@pytest.mark.usefixtures("seeded_choices")
+class TestPreDrawnChoices:
+    """`AliasSampler.choose()` without an rng: the click path's pre-drawn choices."""
+
+    WEIGHTS = TestAliasSampler.WEIGHTS
+    ARMS = ["a", "b", "c", "d", "e"]  # the arms with positive weight
+
+    def test_frequencies_chi_square_and_exact_probabilities(self) -> None:
+        s = AliasSampler(self.WEIGHTS)
+        counts: Counter[str] = Counter()
+        for _ in range(200_000):
+            arm, p = s.choose()
+            assert p == s.probability(arm)  # exactly the allocation's probability
+            counts[arm] += 1
+        assert counts["zero"] == 0
+        stat = chi2_statistic([counts[a] for a in self.ARMS], [self.WEIGHTS[a] for a in self.ARMS])
+        assert stat < chi2_critical(len(self.ARMS) - 1)
+
+    def test_blocks_grow_to_the_largest_block(self) -> None:
+        s = AliasSampler(self.WEIGHTS, max_block=256)
+        sizes = []
+        for _ in range(6):
+            s.choose()
+            sizes.append(len(s._buffer) + 1)
+            for _ in range(len(s._buffer)):
+                s.choose()
+        assert sizes == [64, 128, 256, 256, 256, 256]
+        with pytest.raises(ValueError):
+            AliasSampler(self.WEIGHTS, max_block=0)
+
+    def test_consecutive_choices_are_independent(self) -> None:
+        s = AliasSampler({"a": 0.5, "b": 0.5}, max_block=100)
+        draws = [s.choose()[0] for _ in range(100_001)]
+        pairs = Counter(zip(draws, draws[1:], strict=False))
+        assert chi2_statistic([pairs[(x, y)] for x in "ab" for y in "ab"], [0.25] * 4) < chi2_critical(3)
+
+    def test_an_explicit_rng_keeps_the_one_uniform_path(self) -> None:
+        s = AliasSampler(self.WEIGHTS)
+        r1, r2 = random.Random(3), random.Random(3)
+        expected = [s.choose(r1) for _ in range(50)]
+        s.choose()  # the pre-drawn choices do not touch a given rng's sequence
+        assert [s.choose(r2) for _ in range(50)] == expected
+        assert expected[0] == s.choose(random.Random(3))
+
+    def test_sample_eligible_is_the_exact_conditional_distribution(self) -> None:
+        s = AliasSampler(self.WEIGHTS)
+        eligible = {"b", "d", "zero"}
+        mass = 0.2 + 0.1
+        counts: Counter[str] = Counter()
+        for _ in range(60_000):
+            got = s.sample_eligible(eligible)
+            assert got is not None
+            arm, p = got
+            assert arm in eligible
+            assert p == pytest.approx(self.WEIGHTS[arm] / mass, rel=1e-12)
+            counts[arm] += 1
+        assert counts["zero"] == 0
+        assert chi2_statistic([counts["b"], counts["d"]], [0.2 / mass, 0.1 / mass]) < chi2_critical(1)
+
+    def test_sample_eligible_rare_mass_uses_exact_fallback(self) -> None:
+        w = {"big": 0.999, "tiny1": 0.0006, "tiny2": 0.0004}
+        s = AliasSampler(w)
+        counts: Counter[str] = Counter()
+        for _ in range(20_000):
+            got = s.sample_eligible(lambda a: a != "big")
+            assert got is not None
+            assert got[1] == pytest.approx(w[got[0]] / 0.001)
+            counts[got[0]] += 1
+        assert chi2_statistic([counts["tiny1"], counts["tiny2"]], [0.6, 0.4]) < chi2_critical(1)
+        assert s.sample_eligible(set()) is None
+
+    def test_threads_share_the_choices_without_errors(self) -> None:
+        # Tiny blocks, so that the threads often find the block empty at the same time.
+        s = AliasSampler(self.WEIGHTS, max_block=16)
+        per_thread = 25_000
+        results: list[Counter[str]] = []
+        errors: list[BaseException] = []
+        start = threading.Barrier(8)
+
+        def click() -> None:
+            try:
+                start.wait()
+                results.append(Counter(s.choose()[0] for _ in range(per_thread)))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=click) for _ in range(8)]
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads as often as possible
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(previous)
+        assert errors == []
+        counts = sum(results, Counter[str]())
+        assert sum(counts.values()) == 8 * per_thread
+        stat = chi2_statistic([counts[a] for a in self.ARMS], [self.WEIGHTS[a] for a in self.ARMS])
+        assert stat < chi2_critical(len(self.ARMS) - 1)
+
+    def test_a_generator_from_another_process_is_replaced(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # As after a fork that did not run the fork hooks: the next block comes from a new generator.
+        inherited = np.random.default_rng(0)
+        monkeypatch.setattr(base._PROCESS_STREAM, "generator", inherited)
+        monkeypatch.setattr(base._PROCESS_STREAM, "pid", os.getpid() + 1)
+        AliasSampler(self.WEIGHTS).choose()
+        assert base._PROCESS_STREAM.generator is not inherited
+        assert base._PROCESS_STREAM.pid == os.getpid()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_never_repeats_its_parents_choices() -> None:
+    s = AliasSampler({f"o{i}": 1.0 for i in range(10)})
+    for _ in range(500):
+        s.choose()  # the parent now holds a block of pre-drawn choices
+    assert len(s._buffer) > 400
+    n = 1000  # more than a block: the child's refills are its own too
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its choices and leave without running pytest's teardown
+        code = 1
+        try:
+            os.close(read_end)
+            with os.fdopen(write_end, "w") as out:
+                json.dump([s.choose()[0] for _ in range(n)], out)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child = json.load(pipe)
+    assert os.waitpid(pid, 0)[1] == 0
+    parent = [s.choose()[0] for _ in range(n)]
+    assert len(child) == n
+    # Identical streams would agree on every choice; independent ones agree on about 1 in 10.
+    agree = sum(a == b for a, b in zip(parent, child, strict=True))
+    assert agree < n // 5
