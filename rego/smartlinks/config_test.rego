@@ -75,3 +75,20 @@ test_no_endpoint_is_both_public_and_protected if {
 		not data.config.authz.endpoints[endpoint]
 	}
 }
+
+test_every_configuration_action_has_its_roles_actor_kinds_and_bounds if {
+	cfg := data.config.configuration
+	every type in data.smartlinks.configuration.action_types {
+		is_array(cfg.allowed_roles[type])
+		is_array(cfg.allowed_actor_kinds[type])
+	}
+	count(cfg.link.algorithms) > 0
+	every algorithm, bounds in cfg.link.parameter_bounds {
+		algorithm in cfg.link.algorithms
+		every _, bound in bounds {
+			is_number(bound.min)
+			is_number(bound.max)
+			bound.min <= bound.max
+		}
+	}
+}

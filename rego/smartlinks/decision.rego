@@ -10,6 +10,7 @@ package smartlinks
 import data.smartlinks.ai_supervisor
 import data.smartlinks.authz
 import data.smartlinks.budget_arbitrage
+import data.smartlinks.configuration
 import data.smartlinks.operations
 import data.smartlinks.payouts
 import data.smartlinks.policy_lifecycle
@@ -42,6 +43,8 @@ handler := "budget_arbitrage" if action_type == "budget.reallocate"
 
 handler := "operations" if action_type in operations.action_types
 
+handler := "configuration" if action_type in configuration.action_types
+
 handler := "payouts" if action_type in payouts.action_types
 
 handler := "policy_lifecycle" if action_type in policy_lifecycle.action_types
@@ -57,6 +60,8 @@ outcome := {"deny": ucb.deny, "obligations": ucb.obligations} if handler == "ucb
 outcome := {"deny": budget_arbitrage.deny, "obligations": budget_arbitrage.obligations} if handler == "budget_arbitrage"
 
 outcome := {"deny": operations.deny, "obligations": operations.obligations} if handler == "operations"
+
+outcome := {"deny": configuration.deny, "obligations": configuration.obligations} if handler == "configuration"
 
 outcome := {"deny": payouts.deny, "obligations": payouts.obligations} if handler == "payouts"
 

@@ -40,6 +40,18 @@ class BudgetsSchema(Schema):
             raise ValidationError("at least one campaign is required", "budgets")
 
 
+class LinkConfigureSchema(Schema):
+    algorithm = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    algorithm_params = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=64)), required=True)
+
+
+class CampaignConfigureSchema(Schema):
+    daily_budget = fields.Float(required=True, validate=validate.Range(min=0.0), allow_nan=False)
+    daily_cap = fields.Float(required=True, validate=validate.Range(min=0.0), allow_nan=False)
+    status = fields.String(required=True, validate=validate.OneOf(["active", "paused"]))
+    currency = fields.String(required=True, validate=validate.Length(equal=3))
+
+
 class ReasonSchema(Schema):
     reason = fields.String(validate=validate.Length(max=500), load_default=None)
 
@@ -82,6 +94,15 @@ def action_types() -> list[ActionType]:
 for _action in (
     ActionType("allocation.update", "Replace a smart link's traffic allocation", WeightsSchema, ("link",)),
     ActionType("budget.reallocate", "Move daily budget between campaigns", BudgetsSchema, ("account", "network")),
+    ActionType(
+        "link.configure", "Change a smart link's allocation algorithm or its parameters", LinkConfigureSchema, ("link",)
+    ),
+    ActionType(
+        "campaign.configure",
+        "Create a campaign or change its daily budget, daily cap or status",
+        CampaignConfigureSchema,
+        ("campaign",),
+    ),
     ActionType("link.pause", "Stop routing a smart link's traffic to offers", ReasonSchema, ("link",)),
     ActionType("link.resume", "Resume a paused smart link", ReasonSchema, ("link",)),
     ActionType("offer.pause", "Stop sending traffic to an offer", ReasonSchema, ("offer",)),

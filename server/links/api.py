@@ -241,11 +241,14 @@ def get_link(link_id: str) -> Response:
 @links_api.patch("/links/<link_id>")
 def update_link(link_id: str) -> Response:
     changes = _body(schemas.LinkUpdateSchema(), partial=True)
-    with services().db.unit_of_work() as uow:
-        links.update_link(uow.session, link_id, changes)
+    svc = services()
+    with svc.db.unit_of_work() as uow:
+        _, outcome = links.configure_link(uow.session, svc.gateway, caller_actor(), link_id, changes)
         body = _detail_body(links.link_detail(uow.session, link_id))
         uow.commit()
-    return jsonify(body)
+    if outcome is None:
+        return jsonify(body | {"decision": None})
+    return _governed(body, outcome)
 
 
 @links_api.put("/links/<link_id>/arms")
@@ -330,10 +333,13 @@ def list_campaigns() -> Response:
 @links_api.post("/campaigns")
 def create_campaign() -> tuple[Response, int]:
     payload = _body(schemas.CampaignCreateSchema())
-    with services().db.unit_of_work() as uow:
-        body = schemas.campaign_body(links.create_campaign(uow.session, payload))
+    svc = services()
+    with svc.db.unit_of_work() as uow:
+        campaign, outcome = links.open_campaign(uow.session, svc.gateway, caller_actor(), payload)
+        body = schemas.campaign_body(campaign) if campaign is not None else {}
         uow.commit()
-    return jsonify(body), 201
+    # Allowed but not executed (shadow mode, pending approval): nothing was created.
+    return _governed(body, outcome), 201 if campaign is not None else 202
 
 
 @links_api.get("/campaigns/<campaign_id>")
@@ -345,10 +351,14 @@ def get_campaign(campaign_id: str) -> Response:
 @links_api.patch("/campaigns/<campaign_id>")
 def update_campaign(campaign_id: str) -> Response:
     changes = _body(schemas.CampaignUpdateSchema(), partial=True)
-    with services().db.unit_of_work() as uow:
-        body = schemas.campaign_body(links.update_campaign(uow.session, campaign_id, changes))
+    svc = services()
+    with svc.db.unit_of_work() as uow:
+        campaign, outcome = links.configure_campaign(uow.session, svc.gateway, caller_actor(), campaign_id, changes)
+        body = schemas.campaign_body(campaign)
         uow.commit()
-    return jsonify(body)
+    if outcome is None:
+        return jsonify(body | {"decision": None})
+    return _governed(body, outcome)
 
 
 @links_api.get("/campaigns/<campaign_id>/costs")

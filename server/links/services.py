@@ -3,8 +3,9 @@ traffic sources, campaigns and imported costs.
 
 Each function takes the caller's Session (and, for governed actions, the Gateway and the Actor)
 and never commits: the view's unit of work does. Descriptive data (names, emails, URL templates,
-payouts, caps) is plain CRUD; whatever changes where traffic goes (a link's allocation, pausing or
-resuming a link or an offer) is decided by the governance gateway in the same transaction.
+payouts) is plain CRUD; whatever changes where traffic or money goes (a link's allocation, its
+algorithm or parameters, pausing or resuming a link or an offer, a campaign's budget, cap or
+status) is decided by the governance gateway in the same transaction.
 Domain errors are `Problem`s: 404 for an unknown id in the URL, 409 for a conflict, 400 with
 field errors for a request that breaks a rule."""
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -399,8 +400,9 @@ def create_link(session: Session, gateway: Gateway, actor: Actor, data: Mapping[
     return LinkChange(link, outcome, allocation)
 
 
-def update_link(session: Session, link_id: str, changes: Mapping[str, Any]) -> SmartLink:
-    link = get_link(session, link_id)
+def _resolved_algorithm(link: SmartLink, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`changes` with `algorithm_params` validated against the algorithm the link will have (with
+    its defaults filled in) when the algorithm or its parameters change."""
     changes = dict(changes)
     if "algorithm" in changes or "algorithm_params" in changes:
         algorithm = changes.get("algorithm", link.algorithm)
@@ -411,12 +413,60 @@ def update_link(session: Session, link_id: str, changes: Mapping[str, Any]) -> S
             changes["algorithm_params"] = schemas.algorithm_params(algorithm, given)
         except ValidationError as exc:
             raise Problem(400, "Validation failed", "invalid algorithm parameters", errors=exc.messages) from exc
+    return changes
+
+
+def update_link(session: Session, link_id: str, changes: Mapping[str, Any]) -> SmartLink:
+    """Apply `changes` to a link, ungoverned: the building block of `configure_link` and of the AI
+    supervisor's executors, which decide the change themselves first."""
+    link = get_link(session, link_id)
+    changes = _resolved_algorithm(link, changes)
     fallback = changes.get("fallback_offer_id")
     if fallback is not None and fallback not in arm_ids(session, link.id):
         raise invalid("fallback_offer_id", "the fallback offer must be one of the link's arms")
     _apply(link, changes)
     session.flush()
     return link
+
+
+def configure_link(
+    session: Session, gateway: Gateway, actor: Actor, link_id: str, changes: Mapping[str, Any]
+) -> tuple[SmartLink, Outcome | None]:
+    """A person's or a service's edit of a link. A change of its algorithm or of the algorithm's
+    parameters is the governed `link.configure` action: the whole edit is applied only when the
+    policy allows, in the transaction that records the decision (the outcome is None when neither
+    changes: names, the fallback offer and the commission are descriptive data)."""
+    link = get_link(session, link_id)
+    resolved = _resolved_algorithm(link, changes)
+    algorithm = str(resolved.get("algorithm", link.algorithm))
+    params = resolved.get("algorithm_params", link.algorithm_params)
+    if algorithm == link.algorithm and params == link.algorithm_params:
+        return update_link(session, link_id, changes), None
+
+    def apply(db: Session, _params: dict[str, Any]) -> str:
+        update_link(db, link_id, changes)
+        return algorithm
+
+    outcome = gateway.decide(
+        session,
+        Action(
+            type="link.configure",
+            actor=actor,
+            target=Target(kind="link", id=link.id),
+            params={"algorithm": algorithm, "algorithm_params": dict(params)},
+        ),
+        state={"algorithm": link.algorithm, "algorithm_params": dict(link.algorithm_params)},
+        caller=actor,
+        execute=apply,
+    )
+    _raise_if_failed(outcome)
+    return link, outcome
+
+
+def _raise_if_failed(outcome: Outcome) -> None:
+    """An allowed edit whose execution failed (a rule of the domain, say) is the edit's error."""
+    if outcome.allow and not outcome.executed and outcome.error is not None:
+        raise Problem(400, "Validation failed", outcome.record.note or "the change could not be applied")
 
 
 def _record_again(session: Session, record: Decision) -> None:
@@ -541,13 +591,14 @@ def get_campaign(session: Session, campaign_id: str) -> Campaign:
     return _get(session, Campaign, campaign_id, "campaign")
 
 
-def create_campaign(session: Session, data: Mapping[str, Any]) -> Campaign:
+def create_campaign(session: Session, data: Mapping[str, Any], *, campaign_id: str | None = None) -> Campaign:
+    """Create a campaign, ungoverned: the building block of `configure_campaign`."""
     _require(session, TrafficSource, data["traffic_source_id"], "traffic source", "traffic_source_id")
     if data.get("link_id") is not None:
         _require(session, SmartLink, data["link_id"], "link", "link_id")
     _check_budget(data["daily_budget"], data["daily_cap"])
     campaign = Campaign(
-        id=new_id("cmp"),
+        id=campaign_id or new_id("cmp"),
         name=data["name"].strip(),
         traffic_source_id=data["traffic_source_id"],
         link_id=data.get("link_id"),
@@ -567,6 +618,8 @@ def _check_budget(budget: Decimal, cap: Decimal) -> None:
 
 
 def update_campaign(session: Session, campaign_id: str, changes: Mapping[str, Any]) -> Campaign:
+    """Apply `changes` to a campaign, ungoverned: the building block of `configure_campaign` and
+    of the AI supervisor's budget executor, which decides the change itself first."""
     campaign = get_campaign(session, campaign_id)
     if changes.get("link_id") is not None:
         _require(session, SmartLink, changes["link_id"], "link", "link_id")
@@ -574,6 +627,97 @@ def update_campaign(session: Session, campaign_id: str, changes: Mapping[str, An
     _apply(campaign, changes)
     session.flush()
     return campaign
+
+
+_SPENDING = ("daily_budget", "daily_cap", "status")
+
+
+def _others_total(session: Session, currency: str, campaign_id: str) -> float:
+    total = session.scalar(
+        select(func.coalesce(func.sum(Campaign.daily_budget), 0)).where(
+            Campaign.status == "active", Campaign.currency == currency, Campaign.id != campaign_id
+        )
+    )
+    return float(total or 0)
+
+
+def _campaign_state(campaign: Campaign) -> dict[str, Any]:
+    return {
+        "daily_budget": float(campaign.daily_budget),
+        "daily_cap": float(campaign.daily_cap),
+        "status": campaign.status,
+        "currency": campaign.currency,
+    }
+
+
+def _decide_campaign(
+    session: Session,
+    gateway: Gateway,
+    actor: Actor,
+    target_id: str,
+    before: dict[str, Any] | None,
+    after: Mapping[str, Any],
+    apply: Callable[[Session], Campaign],
+) -> Outcome:
+    params = {k: float(v) if isinstance(v, Decimal) else v for k, v in after.items()}
+    outcome = gateway.decide(
+        session,
+        Action(type="campaign.configure", actor=actor, target=Target(kind="campaign", id=target_id), params=params),
+        state={"campaign": before, "others_total": _others_total(session, str(after["currency"]), target_id)},
+        caller=actor,
+        execute=lambda db, _params: apply(db).id,
+    )
+    _raise_if_failed(outcome)
+    return outcome
+
+
+def open_campaign(
+    session: Session, gateway: Gateway, actor: Actor, data: Mapping[str, Any]
+) -> tuple[Campaign | None, Outcome]:
+    """A person's or a service's creation of a campaign: the governed `campaign.configure` action,
+    so that its budget stays under the per-campaign and global caps the budget engine obeys. The
+    campaign is None when the policy refused it (the decision is recorded all the same)."""
+    _require(session, TrafficSource, data["traffic_source_id"], "traffic source", "traffic_source_id")
+    if data.get("link_id") is not None:
+        _require(session, SmartLink, data["link_id"], "link", "link_id")
+    _check_budget(data["daily_budget"], data["daily_cap"])
+    campaign_id = new_id("cmp")
+    after = {
+        "daily_budget": data["daily_budget"],
+        "daily_cap": data["daily_cap"],
+        "status": data.get("status") or "active",
+        "currency": data["currency"],
+    }
+    outcome = _decide_campaign(
+        session, gateway, actor, campaign_id, None, after, lambda db: create_campaign(db, data, campaign_id=campaign_id)
+    )
+    return (session.get(Campaign, campaign_id) if outcome.executed else None), outcome
+
+
+def configure_campaign(
+    session: Session, gateway: Gateway, actor: Actor, campaign_id: str, changes: Mapping[str, Any]
+) -> tuple[Campaign, Outcome | None]:
+    """A person's or a service's edit of a campaign. A change of its daily budget, daily cap or
+    status is the governed `campaign.configure` action, applied (with the rest of the edit) only
+    when the policy allows, in the transaction that records the decision. The outcome is None when
+    only descriptive data changed."""
+    campaign = get_campaign(session, campaign_id)
+    if not any(k in changes and changes[k] != getattr(campaign, k) for k in _SPENDING):
+        return update_campaign(session, campaign_id, changes), None
+    if changes.get("link_id") is not None:
+        _require(session, SmartLink, changes["link_id"], "link", "link_id")
+    _check_budget(changes.get("daily_budget", campaign.daily_budget), changes.get("daily_cap", campaign.daily_cap))
+    after = {k: changes.get(k, getattr(campaign, k)) for k in (*_SPENDING, "currency")}
+    outcome = _decide_campaign(
+        session,
+        gateway,
+        actor,
+        campaign.id,
+        _campaign_state(campaign),
+        after,
+        lambda db: update_campaign(db, campaign_id, changes),
+    )
+    return campaign, outcome
 
 
 def cost_totals(session: Session, campaign_ids: Sequence[str], since: date) -> dict[str, tuple[Decimal, int]]:

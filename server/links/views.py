@@ -267,11 +267,15 @@ def update_link(link_id: str) -> PageResult:
         if params is not None and not _stale_params(form, params):
             data["algorithm_params"] = params
         changes = _load(schemas.LinkUpdateSchema(), data, partial=True)
-        with services().db.unit_of_work() as uow:
-            link = links.update_link(uow.session, link_id, changes)
+        svc = services()
+        with svc.db.unit_of_work() as uow:
+            link, outcome = links.configure_link(uow.session, svc.gateway, caller_actor(), link_id, changes)
             uow.commit()
     except (ValidationError, Problem) as exc:
         return _link_page(link_id, _failure("edit", exc))
+    denial = _denial(outcome) if outcome is not None else None
+    if denial:
+        return _link_page(link_id, alert=(denial[0], f"The link was not changed. {denial[1]}"))
     return _done(f"Link {link.slug} saved.", "links_pages.link_detail", link_id=link_id)
 
 
@@ -469,7 +473,7 @@ def resume_offer(offer_id: str) -> PageResult:
 
 
 # --- campaigns, traffic sources and costs ---------------------------------------------------
-def _campaigns_page(failure: Failure | None = None) -> PageResult:
+def _campaigns_page(failure: Failure | None = None, *, alert: tuple[int, str] | None = None) -> PageResult:
     with services().db.unit_of_work() as uow:
         campaigns, cursor = links.list_campaigns(
             uow.session, links.Page(limit=200, cursor=request.args.get("cursor") or None)
@@ -491,8 +495,9 @@ def _campaigns_page(failure: Failure | None = None) -> PageResult:
             currencies=schemas.CURRENCIES,
             cost_models=schemas.COST_MODELS,
             failure=failure,
+            alert=alert[1] if alert else None,
         )
-    return _status(html, failure)
+    return _status(html, failure, alert[0] if alert else None)
 
 
 @links_pages.get("/campaigns")
@@ -506,11 +511,16 @@ def create_campaign() -> PageResult:
     try:
         data = _fields(form, "name", "traffic_source_id", "link_id", "daily_budget", "daily_cap", "currency")
         payload = _load(schemas.CampaignCreateSchema(), data)
-        with services().db.unit_of_work() as uow:
-            campaign = links.create_campaign(uow.session, payload)
+        svc = services()
+        with svc.db.unit_of_work() as uow:
+            campaign, outcome = links.open_campaign(uow.session, svc.gateway, caller_actor(), payload)
             uow.commit()
     except (ValidationError, Problem) as exc:
         return _campaigns_page(_failure("campaign", exc))
+    denial = _denial(outcome)
+    if denial or campaign is None:
+        status, message = denial or (409, f"The decision is {outcome.record.outcome}.")
+        return _campaigns_page(alert=(status, f"The campaign was not created. {message}"))
     return _done(f"Campaign {campaign.name} created.", "links_pages.campaigns_index")
 
 
@@ -532,11 +542,15 @@ def update_campaign(campaign_id: str) -> PageResult:
     try:
         data = _fields(form, "daily_budget", "daily_cap", "status", "link_id", blank_as_none=("link_id",))
         changes = _load(schemas.CampaignUpdateSchema(), data, partial=True)
-        with services().db.unit_of_work() as uow:
-            campaign = links.update_campaign(uow.session, campaign_id, changes)
+        svc = services()
+        with svc.db.unit_of_work() as uow:
+            campaign, outcome = links.configure_campaign(uow.session, svc.gateway, caller_actor(), campaign_id, changes)
             uow.commit()
     except (ValidationError, Problem) as exc:
         return _campaigns_page(_failure(f"campaign:{campaign_id}", exc))
+    denial = _denial(outcome) if outcome is not None else None
+    if denial:
+        return _campaigns_page(alert=(denial[0], f"Campaign {campaign.name} was not changed. {denial[1]}"))
     return _done(f"Campaign {campaign.name} saved.", "links_pages.campaigns_index")
 
 

@@ -133,6 +133,15 @@ def test_refused_forms_read_well_and_costs_import_from_csv(app: Flask, live_serv
     form.locator("button[type=submit]").click()
     assert page.locator(".flash").inner_text() == "Campaign Q4 created."
 
+    # a budget above the policy's per-campaign cap (5000): refused by OPA, said on the page
+    row = page.locator("table#campaigns form.row-edit").first
+    row.locator("input[name=daily_cap]").fill("9000")
+    row.locator("input[name=daily_budget]").fill("6000")
+    row.locator("button[type=submit]").click()
+    alert = page.locator("[role=alert]").inner_text()
+    assert "Campaign Q4 was not changed. Denied by policy" in alert and "per-campaign cap 5000" in alert
+    assert page.locator("table#campaigns form.row-edit input[name=daily_budget]").first.input_value() == "500.00"
+
     # costs from a CSV file: a bad line is named, a good file is upserted
     def upload(content: str) -> None:
         page.locator("form#import-costs select[name=campaign_id]").select_option(label="Q4")

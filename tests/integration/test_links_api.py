@@ -446,6 +446,128 @@ def test_campaigns_and_traffic_sources(app: Flask, client: FlaskClient, operator
     problem(client.get("/v1/campaigns/cmp_missing", headers=operator), 404)
 
 
+# --- governed configuration: link.configure and campaign.configure ----------------------------
+def campaign_body(source_id: str, budget: float, cap: float = 5000) -> dict[str, Any]:
+    return {"name": "C", "traffic_source_id": source_id, "daily_budget": budget, "daily_cap": cap, "currency": "EUR"}
+
+
+def test_campaign_budgets_are_decided_by_policy(app: Flask, client: FlaskClient, operator: dict[str, str]) -> None:
+    source = created(client.post("/v1/traffic-sources", json={"name": "Push", "cost_model": "cpc"}, headers=operator))
+    campaign = created(client.post("/v1/campaigns", json=campaign_body(source["id"], 100), headers=operator))
+    assert campaign["decision"]["allow"] is True and campaign["decision"]["outcome"] == "allowed"
+    url = f"/v1/campaigns/{campaign['id']}"
+
+    renamed = client.patch(url, json={"name": "Renamed"}, headers=operator)
+    assert renamed.status_code == 200 and renamed.json["decision"] is None  # descriptive only
+
+    raised = client.patch(url, json={"daily_budget": 400}, headers=operator)
+    assert raised.status_code == 200 and raised.json["daily_budget"] == "400.0000"
+    with services(app).db.unit_of_work() as uow:
+        record = uow.session.get(Decision, raised.json["decision"]["decision_id"])
+        assert record is not None and record.action_type == "campaign.configure" and record.executed
+        assert record.input["action"]["params"] == {
+            "daily_budget": 400.0,
+            "daily_cap": 5000.0,
+            "status": "active",
+            "currency": "EUR",
+        }
+        assert record.input["state"] == {
+            "campaign": {"daily_budget": 100.0, "daily_cap": 5000.0, "status": "active", "currency": "EUR"},
+            "others_total": 0.0,
+        }
+
+    # Above the per-campaign cap of the bundle (5000), though under the campaign's own cap.
+    over = problem(client.patch(url, json={"daily_cap": 9000, "daily_budget": 6000}, headers=operator), 403)
+    assert over["type"].endswith("/denied-by-policy") and over["allow"] is False
+    assert {r["code"] for r in over["reasons"]} == {"above_campaign_cap"}
+    after = client.get(url, headers=operator).json
+    assert after["daily_budget"] == "400.0000" and after["daily_cap"] == "5000.0000"  # the whole edit refused
+    assert count(app, Decision, Decision.target_id == campaign["id"], Decision.outcome == "denied") == 1
+
+
+def test_no_hand_edit_takes_total_spend_above_the_global_cap(
+    app: Flask, client: FlaskClient, operator: dict[str, str]
+) -> None:
+    source = created(client.post("/v1/traffic-sources", json={"name": "Push", "cost_model": "cpc"}, headers=operator))
+    ids = [
+        created(client.post("/v1/campaigns", json=campaign_body(source["id"], 5000), headers=operator))["id"]
+        for _ in range(10)
+    ]  # 50 000: the global daily cap of the bundle
+    refused = problem(client.post("/v1/campaigns", json=campaign_body(source["id"], 10), headers=operator), 403)
+    assert {r["code"] for r in refused["reasons"]} == {"total_above_global_cap"}
+    assert count(app, Campaign) == 10  # nothing created; the decision is recorded
+    assert count(app, Decision, Decision.action_type == "campaign.configure", Decision.outcome == "denied") == 1
+
+    usd = created(
+        client.post("/v1/campaigns", json=campaign_body(source["id"], 10) | {"currency": "USD"}, headers=operator)
+    )
+    assert usd["decision"]["allow"] is True  # another currency, another total
+
+    paused = created(
+        client.post("/v1/campaigns", json=campaign_body(source["id"], 10) | {"status": "paused"}, headers=operator)
+    )
+    reactivate = problem(
+        client.patch(f"/v1/campaigns/{paused['id']}", json={"status": "active"}, headers=operator), 403
+    )
+    assert {r["code"] for r in reactivate["reasons"]} == {"total_above_global_cap"}
+    lowered = client.patch(f"/v1/campaigns/{ids[0]}", json={"daily_budget": 4990}, headers=operator)
+    assert lowered.status_code == 200, lowered.json
+    again = client.patch(f"/v1/campaigns/{paused['id']}", json={"status": "active"}, headers=operator)
+    assert again.status_code == 200 and again.json["status"] == "active"
+
+
+def test_link_algorithm_changes_are_decided_by_policy(
+    app: Flask, client: FlaskClient, operator: dict[str, str]
+) -> None:
+    world = seed(client, operator)
+    link = created(make_link(client, operator, world, algorithm="ucb"))
+    url = f"/v1/links/{link['id']}"
+    switched = client.patch(url, json={"algorithm": "thompson_sampling"}, headers=operator)
+    assert switched.status_code == 200 and switched.json["decision"]["outcome"] == "allowed"
+    with services(app).db.unit_of_work() as uow:
+        record = uow.session.get(Decision, switched.json["decision"]["decision_id"])
+        assert record is not None and record.action_type == "link.configure"
+        assert record.input["state"]["algorithm"] == "ucb"
+        assert record.input["action"]["params"]["algorithm_params"]["n_samples"] == 10000  # defaults filled in
+
+    # The registry accepts 100 Monte Carlo draws; the policy's bounds start at 1000.
+    too_few = problem(
+        client.patch(url, json={"algorithm_params": {"n_samples": 100}, "name": "X"}, headers=operator), 403
+    )
+    assert {(r["code"], r.get("target")) for r in too_few["reasons"]} == {("parameter_out_of_bounds", "n_samples")}
+    after = client.get(url, headers=operator).json
+    assert after["algorithm_params"]["n_samples"] == 10000 and after["name"] == link["name"]
+
+    renamed = client.patch(url, json={"name": "Renamed"}, headers=operator)
+    assert renamed.status_code == 200 and renamed.json["decision"] is None
+
+
+def test_configuration_fails_closed_when_opa_is_unreachable(app: Flask, operator: dict[str, str]) -> None:
+    from server.governance.gateway import Actor, Gateway
+    from server.links import services as links
+    from server.policy.opa_client import OpaClient
+    from server.policy.sidecar import free_loopback_port
+
+    dead = Gateway(OpaClient(f"http://127.0.0.1:{free_loopback_port()}", timeout=0.2))
+    person = Actor(id="user:1", kind="user", roles=("operator",))
+    with services(app).db.unit_of_work() as uow:
+        source = links.create_traffic_source(uow.session, {"name": "Push", "cost_model": "cpc"})
+        campaign = links.create_campaign(uow.session, campaign_body(source.id, 100))
+        uow.commit()
+    with services(app).db.unit_of_work() as uow:
+        _, outcome = links.configure_campaign(uow.session, dead, person, campaign.id, {"daily_budget": Decimal(200)})
+        assert not outcome.allow and outcome.record.error_code == "opa_unavailable"
+        created_campaign, refused = links.open_campaign(uow.session, dead, person, campaign_body(source.id, 10))
+        assert created_campaign is None and refused.record.error_code == "opa_unavailable"
+        uow.commit()
+    with services(app).db.unit_of_work() as uow:
+        stored = uow.session.get(Campaign, campaign.id)
+        assert stored is not None and stored.daily_budget == Decimal(100)
+        assert uow.session.scalar(select(func.count()).select_from(Campaign)) == 1
+        errors = select(func.count()).select_from(Decision).where(Decision.outcome == "error")
+        assert uow.session.scalar(errors) == 2
+
+
 def test_cost_import_is_an_idempotent_upsert(app: Flask, client: FlaskClient, operator: dict[str, str]) -> None:
     source = created(client.post("/v1/traffic-sources", json={"name": "Push", "cost_model": "cpc"}, headers=operator))
     campaign = created(

@@ -1,0 +1,189 @@
+# Configuration: the changes people (and services) make by hand to what the
+# autopilot does, decided like the autopilot's own moves.
+#
+# link.configure: a smart link's allocation algorithm or its parameters change.
+#   params: {algorithm, algorithm_params} as they would be after the change;
+#   state: {algorithm, algorithm_params} as they are.
+# campaign.configure: a campaign is created, or its daily budget, daily cap or
+#   status changes. params: {daily_budget, daily_cap, status, currency} after the
+#   change; state: {campaign: {...} or null when it is new, others_total: the
+#   daily budgets of the other active campaigns in the same currency}.
+#
+# A campaign's budget stays under the same per-campaign and global caps the
+# budget arbitrage engine obeys (data.config.budget_arbitrage), so that no hand
+# edit can take total spend above the global cap either.
+package smartlinks.configuration
+
+import data.config.budget_arbitrage as budget_cfg
+import data.config.configuration as cfg
+
+action_types := {"link.configure", "campaign.configure"}
+
+action_type := input.action.type
+
+params := p if {
+	p := input.action.params
+	is_object(p)
+} else := {}
+
+state := s if {
+	s := input.state
+	is_object(s)
+} else := {}
+
+# The caller is the authenticated subject; in a gate query it is input.subject.
+caller := input.caller if {
+	is_object(input.caller)
+} else := input.subject
+
+actor := a if {
+	a := input.action.actor
+	is_object(a)
+} else := {}
+
+roles contains role if some role in actor.roles
+
+roles contains role if some role in caller.roles
+
+permitted if {
+	some role in cfg.allowed_roles[action_type]
+	role in roles
+}
+
+permitted if actor.kind in cfg.allowed_actor_kinds[action_type]
+
+deny contains {
+	"code": "actor_not_permitted",
+	"policy": "configuration",
+	"message": sprintf("actor %v (kind %v, roles %v) may not run %v", [actor_id, actor_kind, roles, action_type]),
+} if {
+	not permitted
+	actor_id := object.get(actor, "id", "unknown")
+	actor_kind := object.get(actor, "kind", "unknown")
+}
+
+target_kind := {"link.configure": "link", "campaign.configure": "campaign"}
+
+deny contains {
+	"code": "invalid_target",
+	"policy": "configuration",
+	"message": sprintf("%v needs a target of kind %v with an id", [action_type, kind]),
+} if {
+	kind := target_kind[action_type]
+	not valid_target(kind)
+}
+
+valid_target(kind) if {
+	input.action.target.kind == kind
+	is_string(input.action.target.id)
+}
+
+# --- link.configure --------------------------------------------------------------
+
+deny contains {
+	"code": "algorithm_not_allowed",
+	"policy": "configuration",
+	"message": sprintf("algorithm %v is not one of the allowed %v", [algorithm, cfg.link.algorithms]),
+} if {
+	action_type == "link.configure"
+	algorithm := object.get(params, "algorithm", null)
+	not algorithm in cfg.link.algorithms
+}
+
+deny contains {
+	"code": "invalid_params",
+	"policy": "configuration",
+	"message": "link.configure needs params.algorithm_params (an object)",
+} if {
+	action_type == "link.configure"
+	not params_given
+}
+
+params_given if is_object(params.algorithm_params)
+
+deny contains {
+	"code": "parameter_out_of_bounds",
+	"policy": "configuration",
+	"target": name,
+	"message": sprintf("%v of %v is %v, outside [%v, %v]", [name, params.algorithm, value, bound.min, bound.max]),
+} if {
+	action_type == "link.configure"
+	some name, bound in cfg.link.parameter_bounds[params.algorithm]
+	value := params.algorithm_params[name]
+	not within(value, bound)
+}
+
+within(value, bound) if {
+	is_number(value)
+	value >= bound.min
+	value <= bound.max
+}
+
+# --- campaign.configure ----------------------------------------------------------
+
+budget := params.daily_budget
+
+daily_cap := params.daily_cap
+
+valid_amount(amount) if {
+	is_number(amount)
+	amount >= 0
+}
+
+deny contains {
+	"code": "invalid_params",
+	"policy": "configuration",
+	"message": sprintf("params.%v must be a number >= 0", [name]),
+} if {
+	action_type == "campaign.configure"
+	some name in ["daily_budget", "daily_cap"]
+	not valid_amount(object.get(params, name, null))
+}
+
+deny contains {
+	"code": "invalid_params",
+	"policy": "configuration",
+	"message": "state.others_total (the other active campaigns' budgets) must be a number >= 0",
+} if {
+	action_type == "campaign.configure"
+	not valid_amount(object.get(state, "others_total", null))
+}
+
+deny contains {
+	"code": "above_campaign_cap",
+	"policy": "configuration",
+	"message": sprintf("a daily budget of %v is above the per-campaign cap %v", [budget, budget_cfg.per_campaign_cap]),
+} if {
+	action_type == "campaign.configure"
+	valid_amount(budget)
+	budget > budget_cfg.per_campaign_cap + budget_cfg.amount_tolerance
+}
+
+deny contains {
+	"code": "above_daily_cap",
+	"policy": "configuration",
+	"message": sprintf("a daily budget of %v is above the campaign's own daily cap %v", [budget, daily_cap]),
+} if {
+	action_type == "campaign.configure"
+	valid_amount(budget)
+	valid_amount(daily_cap)
+	budget > daily_cap + budget_cfg.amount_tolerance
+}
+
+# A paused campaign spends nothing: only active ones count against the global cap.
+active if object.get(params, "status", "active") == "active"
+
+deny contains {
+	"code": "total_above_global_cap",
+	"policy": "configuration",
+	"message": sprintf("the active campaigns' budgets would sum to %v, above the global cap %v", [total, budget_cfg.global_daily_cap]),
+} if {
+	action_type == "campaign.configure"
+	active
+	valid_amount(budget)
+	valid_amount(state.others_total)
+	total := state.others_total + budget
+	total > budget_cfg.global_daily_cap + budget_cfg.amount_tolerance
+}
+
+default obligations := {}
