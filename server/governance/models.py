@@ -41,7 +41,10 @@ class Decision(Base):
     # in opa_decision_logs (server/policies).
     opa_decision_id: Mapped[str | None] = mapped_column(String(64), index=True)
 
-    __table_args__ = (Index("ix_decisions_actor_time", "actor_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_decisions_actor_time", "actor_id", "created_at"),
+        Index("ix_decisions_target_time", "target_kind", "target_id", "created_at"),
+    )
 
     def to_dict(self, *, with_input: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
