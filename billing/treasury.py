@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -274,9 +274,10 @@ def _decide_group(
     report: TreasuryReport,
 ) -> list[str]:
     """Every payout of `group` decided by the payouts policy (one gateway decision each, with the
-    same input as `decide_payout` gives), their rows, history and reservations written together.
-    The facts are read once for the group and kept up to date as payouts are approved; the
-    treasury day row stays locked (PostgreSQL) until the transaction ends."""
+    same input as `decide_payout` gives, asked of OPA a batch at a time by `decide_many`), their
+    rows, history and reservations written together. The facts are read once for the group and
+    each payout is judged on them as moved by the approvals before it; the treasury day row stays
+    locked (PostgreSQL) until the transaction ends."""
     ids = [c.affiliate_id for c in group]
     affiliates = {a.id: a for a in session.scalars(select(Affiliate).where(Affiliate.id.in_(ids)))}
     profiles = {
@@ -294,71 +295,98 @@ def _decide_group(
     treasury = lock_treasury_day(session, currency, now.date(), lock=True)
     committed = int(treasury.committed_minor)
     cash = treasury_available(session, currency)
-    rows: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    reserved: list[Payout] = []
+    payouts: list[Payout] = []
+    facts: list[dict[str, Any]] = []
     for candidate in group:
         affiliate = affiliates.get(candidate.affiliate_id)
         profile = profiles.get(candidate.affiliate_id)
         payout_id = f"po_{uuid.uuid4().hex[:24]}"
-        payout = Payout(
-            id=payout_id,
-            affiliate_id=candidate.affiliate_id,
-            provider=profile.method if profile else "none",
-            currency=currency,
-            amount_minor=candidate.available,
-            state=PayoutState.PROPOSED.value,
-            approval="none",
-            manual=False,
-            requested_by=SYSTEM_TREASURY.id,
-            reasons=[],
-            idempotency_key=f"payout-{payout_id}",
-            attempts=0,
-            run_id=run_id,
-            created_at=now,
-            updated_at=now,
-            version=0,
+        payouts.append(
+            Payout(
+                id=payout_id,
+                affiliate_id=candidate.affiliate_id,
+                provider=profile.method if profile else "none",
+                currency=currency,
+                amount_minor=candidate.available,
+                state=PayoutState.PROPOSED.value,
+                approval="none",
+                manual=False,
+                requested_by=SYSTEM_TREASURY.id,
+                reasons=[],
+                idempotency_key=f"payout-{payout_id}",
+                attempts=0,
+                run_id=run_id,
+                created_at=now,
+                updated_at=now,
+                version=0,
+            )
         )
-        state = {
-            "affiliate": {
-                "id": candidate.affiliate_id,
-                "exists": affiliate is not None,
-                "status": affiliate.status if affiliate else None,
-                "age_days": max(0.0, (now - affiliate.created_at).total_seconds() / 86400.0) if affiliate else 0.0,
-                "on_hold": bool(profile.on_hold) if profile else False,
-                "payout_method": profile.method if profile else "none",
-                "has_destination": bool(profile and profile.destination_enc),
-            },
-            "payable": {"available": owed.get(candidate.affiliate_id, 0)},
-            "treasury": {"available": cash, "committed_today": committed},
-            "payout": {
-                "id": payout_id,
-                "requested_by": SYSTEM_TREASURY.id,
-                "approval": "none",
-                "state": PayoutState.PROPOSED.value,
-                "manual": False,
-            },
-        }
-        outcome = payments.gateway.decide(
-            session,
+        facts.append(
+            {
+                "affiliate": {
+                    "id": candidate.affiliate_id,
+                    "exists": affiliate is not None,
+                    "status": affiliate.status if affiliate else None,
+                    "age_days": max(0.0, (now - affiliate.created_at).total_seconds() / 86400.0) if affiliate else 0.0,
+                    "on_hold": bool(profile.on_hold) if profile else False,
+                    "payout_method": profile.method if profile else "none",
+                    "has_destination": bool(profile and profile.destination_enc),
+                },
+                "payable": {"available": owed.get(candidate.affiliate_id, 0)},
+                "payout": {
+                    "id": payout_id,
+                    "requested_by": SYSTEM_TREASURY.id,
+                    "approval": "none",
+                    "state": PayoutState.PROPOSED.value,
+                    "manual": False,
+                },
+            }
+        )
+
+    def states(approved: Sequence[bool]) -> list[dict[str, Any]]:
+        """Each payout's facts as `decide_payout` reads them after the ones before it: the
+        treasury's cash and today's total move with every approved payout of the group."""
+        out: list[dict[str, Any]] = []
+        reserved_before = 0
+        for payout, fact, earlier_approved in zip(payouts, facts, approved, strict=True):
+            treasury_now = {"available": cash - reserved_before, "committed_today": committed + reserved_before}
+            out.append(
+                {
+                    "affiliate": fact["affiliate"],
+                    "payable": fact["payable"],
+                    "treasury": treasury_now,
+                    "payout": fact["payout"],
+                }
+            )
+            reserved_before += payout.amount_minor if earlier_approved else 0
+        return out
+
+    outcomes = payments.gateway.decide_many(
+        session,
+        [
             Action(
                 type="payout.create",
                 actor=SYSTEM_TREASURY,
-                target=Target("affiliate", candidate.affiliate_id),
+                target=Target("affiliate", payout.affiliate_id),
                 params=action_params(payout, payments.payments_mode),
-            ),
-            state=state,
-            caller=SYSTEM_TREASURY,
-            execute=lambda _db, _params: "reserved with the batch",
-        )
+            )
+            for payout in payouts
+        ],
+        states=states,
+        caller=SYSTEM_TREASURY,
+        execute=lambda _db, _params: "reserved with the batch",
+    )
+    rows: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    reserved: list[Payout] = []
+    for payout, outcome in zip(payouts, outcomes, strict=True):
+        payout_id = payout.id
         row = {c.key: getattr(payout, c.key) for c in Payout.__table__.columns}
         row["decision_id"] = outcome.decision_id
         events.append(_event(payout_id, None, PayoutState.PROPOSED, f"treasury run {run_id}", now))
         if outcome.executed:
             row["state"] = PayoutState.APPROVED.value
             events.append(_event(payout_id, PayoutState.PROPOSED, PayoutState.APPROVED, "allowed by policy", now))
-            committed += payout.amount_minor
-            cash -= payout.amount_minor
             reserved.append(payout)
             report.approved += 1
         elif outcome.record.outcome == "pending_approval":

@@ -126,19 +126,23 @@ class OpaClient:
             conn.close()
         self._local = threading.local()
 
-    def _request(self, method: str, path: str, body: bytes | None) -> _Reply:
+    def _request(self, method: str, path: str, body: bytes | None, timeout: float | None = None) -> _Reply:
         """One request on this thread's connection; a stale keep-alive connection (closed by OPA
         while idle, or by an OPA restart) is retried once on a fresh one: Data API reads are
-        idempotent."""
+        idempotent. `timeout` replaces the read timeout for this request only."""
         for attempt in (1, 2):
             reused = getattr(self._local, "conn", None) is not None and self._local.conn.sock is not None
             try:
                 conn = self._connection()
+                if timeout is not None:
+                    conn.sock.settimeout(timeout)
                 conn.request(method, self._prefix + path, body=body, headers=_HEADERS)
                 response = conn.getresponse()
                 data = response.read()
                 if response.will_close:
                     self._drop()
+                elif timeout is not None and conn.sock is not None:
+                    conn.sock.settimeout(self.timeout)
                 return _Reply(response.status, data)
             except TimeoutError:
                 self._drop()
@@ -153,14 +157,16 @@ class OpaClient:
         raise AssertionError("unreachable")
 
     # -- API ----------------------------------------------------------------------------------
-    def query(self, path: str, input_doc: Any) -> OpaAnswer:
-        """POST /v1/data/<path> and return the result; raise OpaError on anything unusable."""
+    def query(self, path: str, input_doc: Any, *, timeout: float | None = None) -> OpaAnswer:
+        """POST /v1/data/<path> and return the result; raise OpaError on anything unusable.
+        `timeout` (seconds) replaces the client's read timeout for this query (a batch query)."""
         started = time.perf_counter()
         body = json.dumps({"input": input_doc}, separators=(",", ":"), default=str).encode()
         try:
-            reply = self._request("POST", f"/v1/data/{path.strip('/')}?provenance=true", body)
+            reply = self._request("POST", f"/v1/data/{path.strip('/')}?provenance=true", body, timeout)
         except TimeoutError as exc:
-            raise OpaError(OPA_TIMEOUT, f"OPA did not answer within {self.timeout}s", _ms(started)) from exc
+            waited = self.timeout if timeout is None else timeout
+            raise OpaError(OPA_TIMEOUT, f"OPA did not answer within {waited}s", _ms(started)) from exc
         except (OSError, http.client.HTTPException) as exc:
             raise OpaError(OPA_UNAVAILABLE, f"OPA is unreachable at {self.url}", _ms(started)) from exc
         latency = _ms(started)

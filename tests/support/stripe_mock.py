@@ -103,6 +103,15 @@ class StripeState:
     held: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     upstream_calls: int = 0
+    # One keep-alive session to stripe-mock per handler thread (a connection per request would
+    # cost the proxy more CPU than stripe-mock spends answering).
+    sessions: threading.local = field(default_factory=threading.local)
+
+    def upstream_session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self.sessions, "session", None)
+        if session is None:
+            session = self.sessions.session = requests.Session()
+        return session
 
     def take_fault(self, path: str) -> Fault | None:
         with self.lock:
@@ -124,6 +133,9 @@ class StripeState:
 class _Handler(BaseHTTPRequestHandler):
     state: StripeState
     protocol_version = "HTTP/1.1"
+    # The status line and headers, then the body, go out in two writes: with Nagle's algorithm on,
+    # the body waits for the client's delayed ACK of the headers (40 ms a response on Linux).
+    disable_nagle_algorithm = True
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -139,7 +151,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _forward(self, method: str, raw: bytes) -> tuple[int, bytes]:
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-        response = requests.request(method, self.state.upstream + self.path, data=raw, headers=headers, timeout=10)
+        response = self.state.upstream_session().request(
+            method, self.state.upstream + self.path, data=raw, headers=headers, timeout=10
+        )
         with self.state.lock:
             self.state.upstream_calls += 1
         return response.status_code, response.content
