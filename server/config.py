@@ -143,6 +143,7 @@ class Settings:
     smtp_starttls: bool = False
     alert_email_to: str | None = None
     treasury_interval_seconds: float = 86400.0
+    finance_jobs_enabled: bool = True  # the scheduler runs treasury, booking, resume, verify, reconcile
     default_payout_threshold: str = "50.00"  # in major units of each currency
     # The AI supervisor (server/ai; docs/runbooks/ai-incidents.md). No key: degraded mode.
     openai_api_key: str | None = None
@@ -167,6 +168,7 @@ class Settings:
     opa_shadow_port: int = 8182
     opa_long_poll_seconds: int = 10
     opa_decision_logs: bool = True
+    opa_decision_log_retention_days: int = 30  # the sidecars' copy; 0 keeps it forever
     policy_self_approval: bool = False
     policy_coverage_threshold: float = 90.0
     policy_impact_sample: int = 10_000
@@ -269,6 +271,8 @@ class Settings:
             raise ConfigError("ATTRIBUTION_WINDOW_DAYS must be at least 1")
         if self.autopilot_interval_seconds < 1 or self.budget_interval_seconds < 1:
             raise ConfigError("AUTOPILOT_INTERVAL_SECONDS and BUDGET_INTERVAL_SECONDS must be at least 1")
+        if self.opa_decision_log_retention_days < 0:
+            raise ConfigError("OPA_DECISION_LOG_RETENTION_DAYS must not be negative (0 keeps the logs forever)")
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         known = {f.name for f in fields(self)}
@@ -315,6 +319,7 @@ def _payment_settings(env: Mapping[str, str], defaults: Settings) -> dict[str, A
         "smtp_starttls": _bool(env, "SMTP_STARTTLS", defaults.smtp_starttls),
         "alert_email_to": _read(env, "ALERT_EMAIL_TO") or None,
         "treasury_interval_seconds": _float(env, "TREASURY_INTERVAL_SECONDS", defaults.treasury_interval_seconds),
+        "finance_jobs_enabled": _bool(env, "FINANCE_JOBS_ENABLED", defaults.finance_jobs_enabled),
         "default_payout_threshold": _read(env, "DEFAULT_PAYOUT_THRESHOLD") or defaults.default_payout_threshold,
     }
 
@@ -329,6 +334,9 @@ def policy_settings_from_env(env: Mapping[str, str], defaults: Settings) -> dict
         "opa_shadow_port": _int(env, "OPA_SHADOW_PORT", defaults.opa_shadow_port),
         "opa_long_poll_seconds": _int(env, "OPA_LONG_POLL_SECONDS", defaults.opa_long_poll_seconds),
         "opa_decision_logs": _bool(env, "OPA_DECISION_LOGS", defaults.opa_decision_logs),
+        "opa_decision_log_retention_days": _int(
+            env, "OPA_DECISION_LOG_RETENTION_DAYS", defaults.opa_decision_log_retention_days
+        ),
         "policy_self_approval": _bool(env, "POLICY_SELF_APPROVAL", defaults.policy_self_approval),
         "policy_coverage_threshold": _float(env, "POLICY_COVERAGE_THRESHOLD", defaults.policy_coverage_threshold),
         "policy_impact_sample": _int(env, "POLICY_IMPACT_SAMPLE", defaults.policy_impact_sample),

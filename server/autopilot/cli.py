@@ -83,6 +83,7 @@ def start_scheduler(settings: Settings, opa_url: str, revision: str | None = Non
         return None
     from server.ai.jobs import scheduled_cycle
     from server.autopilot.scheduler import AutopilotScheduler
+    from server.jobs import housekeeping_jobs
 
     rt = runtime(settings, opa_url, revision)
     scheduler = AutopilotScheduler(
@@ -92,6 +93,7 @@ def start_scheduler(settings: Settings, opa_url: str, revision: str | None = Non
         budget_interval=settings.budget_interval_seconds,
         ai_cycle=scheduled_cycle(settings, rt.db, rt.gateway),
         ai_interval=settings.ai_supervisor_interval_seconds,
+        jobs=housekeeping_jobs(settings, rt.db, rt.gateway),
     )
     scheduler.start()
     return scheduler
@@ -107,6 +109,7 @@ def autopilot_run() -> None:
     """Run the scheduler in the foreground (a separate worker process) until SIGTERM or Ctrl-C."""
     from server.ai.jobs import scheduled_cycle
     from server.autopilot.scheduler import AutopilotScheduler
+    from server.jobs import housekeeping_jobs
 
     settings = _settings()
     stop = threading.Event()
@@ -121,6 +124,7 @@ def autopilot_run() -> None:
             budget_interval=settings.budget_interval_seconds,
             ai_cycle=scheduled_cycle(settings, rt.db, rt.gateway),
             ai_interval=settings.ai_supervisor_interval_seconds,
+            jobs=housekeeping_jobs(settings, rt.db, rt.gateway),
         )
         scheduler.start()
         click.echo(f"autopilot scheduler {scheduler.owner} running (OPA at {url}); Ctrl-C stops it")

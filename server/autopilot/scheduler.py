@@ -6,13 +6,19 @@ It is started only by the CLI: in the `smartlinks serve` supervisor process (nev
 workers, which would run it once per worker) or in a `smartlinks autopilot run` worker. Any number
 of these may share a database: the jobs run only in the process holding the `autopilot` lease
 (see `server.autopilot.lease`), which a heartbeat job renews every `ttl / 3` seconds; every other
-process keeps trying and takes over within `ttl` (30 s) of the holder's death."""
+process keeps trying and takes over within `ttl` (30 s) of the holder's death.
+
+Housekeeping jobs (`server.jobs.housekeeping_jobs`: the treasury, booking conversions, resuming
+payouts, delivering alerts, reconciliation, ledger verification, decision-log retention) run on
+the same scheduler under the same lease, each at its own interval; one failing is logged and
+tried again at its next run, never stopping the others."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +36,16 @@ LEASE_NAME = "autopilot"
 LEASE_TTL = 30.0
 
 
+@dataclass(frozen=True)
+class Job:
+    """A periodic job run by the lease holder: `run()` every `seconds`."""
+
+    name: str
+    seconds: float
+    run: Callable[[], object]
+    first_run_now: bool = False
+
+
 class AutopilotScheduler:
     def __init__(
         self,
@@ -43,8 +59,11 @@ class AutopilotScheduler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         ai_cycle: Callable[[], object] | None = None,
         ai_interval: float = 0.0,
+        jobs: Sequence[Job] = (),
     ) -> None:
         self.db = db
+        self.jobs = tuple(jobs)
+        self.job_runs: dict[str, int] = {}
         self.ai_cycle = ai_cycle  # the AI supervisor's cycle (server.ai.jobs), run under the same lease
         self.ai_interval = ai_interval
         self.gateway = gateway
@@ -107,6 +126,19 @@ class AutopilotScheduler:
             return None
         return self.ai_cycle()
 
+    def run_job(self, job: Job) -> object | None:
+        """Run a housekeeping job if this process holds the lease; its failure is logged."""
+        if not self.holds_lease():
+            return None
+        try:
+            result = job.run()
+        except Exception:
+            log.exception("scheduled job %s failed; it runs again in %.0f s", job.name, job.seconds)
+            return None
+        with self._lock:
+            self.job_runs[job.name] = self.job_runs.get(job.name, 0) + 1
+        return result
+
     def heartbeat(self) -> None:
         self.holds_lease()
 
@@ -119,6 +151,15 @@ class AutopilotScheduler:
         scheduler.add_job(self.run_budgets, "interval", seconds=self.budget_interval, id="autopilot.budget")
         if self.ai_cycle is not None and self.ai_interval > 0:
             scheduler.add_job(self.run_ai_supervisor, "interval", seconds=self.ai_interval, id="ai.supervisor")
+        for job in self.jobs:
+            scheduler.add_job(
+                self.run_job,
+                "interval",
+                args=(job,),
+                seconds=job.seconds,
+                id=job.name,
+                **({"next_run_time": datetime.now(UTC)} if job.first_run_now else {}),
+            )
         scheduler.add_job(self.heartbeat, "interval", seconds=max(self.lease.ttl / 3, 1.0), id="autopilot.heartbeat")
         scheduler.start()
         self._scheduler = scheduler

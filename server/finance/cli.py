@@ -81,34 +81,11 @@ def ledger() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def ledger_verify(as_json: bool) -> None:
     """Check every ledger invariant; exit 1 on any violation (and raise an alert)."""
-    from billing.alerts import raise_alert
-    from billing.ledger import verify
-    from billing.rules import content_hash
+    from server.finance.services import make_channels, verify_ledger
 
     settings = _settings()
     database = _database(settings)
-    with database.unit_of_work() as uow:
-        report = verify(uow.session)
-        if not report.ok:
-            signature = content_hash(
-                {
-                    "v": sorted(
-                        v["code"] + str(v.get("entry_id") or v.get("account") or v.get("currency"))
-                        for v in report.violations
-                    )
-                }
-            )
-            raise_alert(
-                uow.session,
-                "ledger_verification",
-                signature[:32],
-                f"Ledger verification found {len(report.violations)} violation(s)",
-                "; ".join(v["message"] for v in report.violations[:10]),
-                severity="critical",
-                data={"violations": report.violations[:50]},
-            )
-            uow.commit()
-    _deliver(settings, database)
+    report = verify_ledger(database, make_channels(settings))
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -129,27 +106,11 @@ def ledger_verify(as_json: bool) -> None:
 @click.option("--limit", default=10000, show_default=True)
 def ledger_book_conversions(limit: int) -> None:
     """Book approved conversions that have no ledger entry yet (idempotent by conversion id)."""
-    from billing.alerts import raise_alert
-    from billing.booking import book_approved_conversions
+    from server.finance.services import book_conversions, make_channels
 
     settings = _settings()
     database = _database(settings)
-
-    def on_failure(session: Any, conversion_id: int, message: str) -> None:
-        raise_alert(
-            session,
-            "booking_failed",
-            str(conversion_id),
-            f"Conversion {conversion_id} cannot be booked",
-            message,
-            severity="warning",
-            data={"conversion_id": conversion_id},
-        )
-
-    with database.unit_of_work() as uow:
-        run = book_approved_conversions(uow.session, limit=limit, on_failure=on_failure)
-        uow.commit()
-    _deliver(settings, database)
+    run = book_conversions(database, make_channels(settings), limit=limit)
     database.dispose()
     click.echo(f"booked {run.booked} conversion(s), {run.failed} refused")
 
@@ -205,17 +166,16 @@ def payouts() -> None:
 def payouts_resume(poll_after: int) -> None:
     """Finish payouts a crash or an outage left: resubmit approved ones with their stored key,
     poll submitted ones. Never pays twice."""
-    from billing.payouts import resume_payouts
-    from server.finance.services import build
+    from server.finance.services import build, resume_unfinished_payouts
 
     settings = _settings()
     database = _database(settings)
     with _gateway(settings) as gateway:
         payments = build(settings, gateway)
-        report = resume_payouts(
-            database.session, payments.payments, poll_after=timedelta(seconds=poll_after), include_backoff=True
-        )
-    _deliver(settings, database)
+        try:
+            report = resume_unfinished_payouts(database, payments, poll_after=poll_after)
+        finally:
+            payments.close()
     database.dispose()
     click.echo(json.dumps(report.__dict__, indent=2))
 

@@ -1,12 +1,16 @@
 """The payment services of one app (or one CLI run), built from settings on first use: the
-providers, the destination vault, the alert channels and the payout engine's `Payments`."""
+providers, the destination vault, the alert channels and the payout engine's `Payments`; and the
+finance jobs (treasury, booking, resuming payouts, reconciliation, ledger verification), which
+`smartlinks ...` commands run by hand and the scheduler of `smartlinks serve` runs on its own
+(`server.jobs`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 from sqlalchemy.orm import Session
@@ -18,6 +22,13 @@ from billing.providers.base import PayoutProvider
 from billing.vault import Vault
 from server.config import Settings
 from server.governance.gateway import Gateway
+
+if TYPE_CHECKING:
+    from billing.booking import BookingRun
+    from billing.ledger import Verification
+    from billing.models import ReconciliationReport
+    from billing.payouts import ResumeReport
+    from server.db import Database
 
 KEY = "smartlinks.payments"
 
@@ -140,3 +151,86 @@ def treasury_job(settings: Settings, session_factory: Callable[[], Session], gat
         return report.as_dict()
     finally:
         services.close()
+
+
+# -- finance jobs (one unit of work each; alerts delivered after the commit) ---------------------
+def verify_ledger(db: Database, channels: list[Channel]) -> Verification:
+    """Check every ledger invariant; a violation raises one critical alert per distinct set of
+    violations (the same broken state found again is the same incident, not a new alert)."""
+    from billing.alerts import raise_alert
+    from billing.ledger import verify
+    from billing.rules import content_hash
+
+    with db.unit_of_work() as uow:
+        report = verify(uow.session)
+        if not report.ok:
+            signature = content_hash(
+                {
+                    "v": sorted(
+                        v["code"] + str(v.get("entry_id") or v.get("account") or v.get("currency"))
+                        for v in report.violations
+                    )
+                }
+            )
+            raise_alert(
+                uow.session,
+                "ledger_verification",
+                signature[:32],
+                f"Ledger verification found {len(report.violations)} violation(s)",
+                "; ".join(v["message"] for v in report.violations[:10]),
+                severity="critical",
+                data={"violations": report.violations[:50]},
+            )
+            uow.commit()
+    dispatch_alerts(db.session, channels)
+    return report
+
+
+def book_conversions(db: Database, channels: list[Channel], *, limit: int = 10_000) -> BookingRun:
+    """Book approved conversions that have no ledger entry yet (idempotent by conversion id); one
+    that cannot be booked raises a warning alert."""
+    from billing.alerts import raise_alert
+    from billing.booking import book_approved_conversions
+
+    def on_failure(session: Session, conversion_id: int, message: str) -> None:
+        raise_alert(
+            session,
+            "booking_failed",
+            str(conversion_id),
+            f"Conversion {conversion_id} cannot be booked",
+            message,
+            severity="warning",
+            data={"conversion_id": conversion_id},
+        )
+
+    with db.unit_of_work() as uow:
+        run = book_approved_conversions(uow.session, limit=limit, on_failure=on_failure)
+        uow.commit()
+    dispatch_alerts(db.session, channels)
+    return run
+
+
+def resume_unfinished_payouts(db: Database, services: PaymentServices, *, poll_after: float = 0) -> ResumeReport:
+    """Resubmit approved payouts with their stored idempotency key and poll submitted ones."""
+    from billing.payouts import resume_payouts
+
+    report = resume_payouts(
+        db.session, services.payments, poll_after=timedelta(seconds=poll_after), include_backoff=True
+    )
+    dispatch_alerts(db.session, services.channels)
+    return report
+
+
+def reconcile_providers(db: Database, services: PaymentServices, *, days: int = 7) -> list[ReconciliationReport]:
+    """Reconcile every configured provider's records of the last `days` days with the payouts
+    and the ledger (a difference raises an alert inside `reconcile`)."""
+    from billing.reconcile import reconcile
+    from server.db import utcnow
+
+    reports = []
+    for provider in services.payments.providers.values():
+        with db.unit_of_work() as uow:
+            reports.append(reconcile(uow.session, provider, utcnow() - timedelta(days=days)))
+            uow.commit()
+    dispatch_alerts(db.session, services.channels)
+    return reports

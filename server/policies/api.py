@@ -261,5 +261,11 @@ def list_decision_logs() -> Response:
 def get_decision_log(decision_id: str) -> Response:
     with services().db.unit_of_work() as uow:
         row = policies.decision_log(uow.session, decision_id)
-        record = policies.record_for_log(uow.session, decision_id)
-        return jsonify(row.to_dict() | {"server_decision_id": record.id if record else None})
+        records = policies.records_for_log(uow.session, decision_id)
+        return jsonify(
+            row.to_dict()
+            | {
+                "server_decision_id": records[0].id if records else None,
+                "server_decision_ids": [r.id for r in records],
+            }
+        )

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -720,8 +720,16 @@ def decision_log(session: Session, decision_id: str) -> OpaDecisionLog:
     return row
 
 
-def record_for_log(session: Session, decision_id: str) -> Decision | None:
-    return session.scalar(select(Decision).where(Decision.opa_decision_id == decision_id).limit(1))
+def records_for_log(session: Session, decision_id: str, limit: int = 200) -> list[Decision]:
+    """The server's records answered by one OPA decision: one for a single query, up to a batch's
+    size for a batch query (`Gateway.decide_many`), in the order they were decided."""
+    query = (
+        select(Decision)
+        .where(Decision.opa_decision_id == decision_id)
+        .order_by(Decision.created_at, Decision.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
 
 
 def mark_enforced(session: Session) -> None:
@@ -738,6 +746,22 @@ def mark_enforced(session: Session) -> None:
             session.execute(
                 update(PolicyActivation).where(PolicyActivation.id == activation.id).values(enforced_at=first)
             )
+
+
+def prune_decision_logs(db: Database, older_than: datetime, *, batch: int = 5000) -> int:
+    """Delete the sidecars' decision-log events stamped before `older_than`, `batch` rows per
+    transaction (short write locks), and return how many went. The server's own `decisions` rows
+    are the audit record and are never pruned; this only bounds the sidecars' copy."""
+    removed = 0
+    while True:
+        with db.unit_of_work() as uow:
+            ids = select(OpaDecisionLog.decision_id).where(OpaDecisionLog.timestamp < older_than).limit(batch)
+            result = uow.session.execute(delete(OpaDecisionLog).where(OpaDecisionLog.decision_id.in_(ids)))
+            uow.commit()
+        count = int(getattr(result, "rowcount", 0) or 0)
+        removed += count
+        if count < batch:
+            return removed
 
 
 # -- transaction scripts (one unit of work each; slow work first) -------------------------------------

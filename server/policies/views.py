@@ -355,5 +355,5 @@ def decisions() -> tuple[str, int] | str:
 def decision_log(decision_id: str) -> str:
     with services().db.unit_of_work() as uow:
         row = policies.decision_log(uow.session, decision_id)
-        record = policies.record_for_log(uow.session, decision_id)
-        return render_template("policies/decision_log.html", e=row, record=record)
+        records = policies.records_for_log(uow.session, decision_id)
+        return render_template("policies/decision_log.html", e=row, records=records)

@@ -61,7 +61,7 @@ def test_the_sidecars_log_reaches_the_audit_trail_masked_and_linked(bundle_stack
         ),
         timeout=15,
     )
-    assert event["server_decision_id"] == record_id
+    assert event["server_decision_id"] == record_id and event["server_decision_ids"] == [record_id]
     assert event["path"] == "smartlinks/gate" and event["revision"] == "test-base" and event["sidecar"] == "primary"
     affiliate = event["input"]["state"]["affiliate"]
     assert affiliate["email"] == "***" and affiliate["payout_account"] == "***"
@@ -92,6 +92,40 @@ def event(decision_id: str, **extra: Any) -> dict[str, Any]:
         "timestamp": "2026-11-26T01:18:45.132319759Z",
         **extra,
     }
+
+
+def test_one_batch_query_links_every_record_it_answered(app: Flask) -> None:
+    from datetime import timedelta
+
+    from server.db import utcnow
+    from server.policies.services import records_for_log
+
+    start = utcnow()
+    with services(app).db.unit_of_work() as uow:
+        for i in range(3):
+            uow.session.add(
+                Decision(
+                    id=f"dec_batch_{i}",
+                    created_at=start + timedelta(milliseconds=i),
+                    action_type="payout.create",
+                    actor_id="system:treasury",
+                    actor_kind="system",
+                    allow=True,
+                    outcome="allowed",
+                    dry_run=False,
+                    mode="test",
+                    reasons=[],
+                    obligations={},
+                    input={},
+                    latency_ms=1.0,
+                    executed=True,
+                    opa_decision_id="opa-batch-1",
+                )
+            )
+        uow.commit()
+    with services(app).db.unit_of_work() as uow:
+        assert [r.id for r in records_for_log(uow.session, "opa-batch-1")] == [f"dec_batch_{i}" for i in range(3)]
+        assert records_for_log(uow.session, "opa-unknown") == []
 
 
 def test_batches_are_stored_once_per_decision_id(app: Flask) -> None:
