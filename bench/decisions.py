@@ -69,6 +69,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=5000, help="measured requests per target")
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class (smartlinks serve: gthread)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker (smartlinks serve: 4)")
     parser.add_argument("--actors", type=int, default=500, help="distinct actors (keeps rate limits out of the way)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
@@ -109,9 +111,9 @@ def main() -> int:
             "--workers",
             str(args.workers),
             "--worker-class",
-            "gthread",
+            args.worker_class,
             "--threads",
-            "4",
+            str(args.threads),
             "--log-level",
             "warning",
             "server.wsgi:app",
