@@ -4,7 +4,12 @@ a direct call to OPA's Data API with the same input, in one run.
 Starts a real OPA sidecar with the project's bundle, migrates a fresh SQLite (or DATABASE_URL)
 database, creates a service token, and serves the app with gunicorn (the production server
 configuration of `smartlinks serve`). A single closed-loop client then alternates between the
-two calls so that both see the same machine state. Prints p50/p90/p99 and the ratios."""
+two calls so that both see the same machine state. Prints p50/p90/p99 and the ratios.
+
+A third line is the floor of this architecture on this machine: the same gunicorn flags serving
+`proxy_app`, a WSGI app that only forwards the request body to OPA with the server's own OPA client
+and returns OPA's answer (no authentication, validation, database or record). Its ratio to the
+direct call is what two extra process hops (client -> server -> OPA) cost before any work."""
 
 from __future__ import annotations
 
@@ -27,6 +32,24 @@ sys.path.insert(0, str(ROOT))
 from server.policy.bundle import build_bundle, policy_revision  # noqa: E402
 from server.policy.sidecar import OpaSidecar, free_loopback_port  # noqa: E402
 from tests.support.postgres import wait_port  # noqa: E402
+
+_PROXY: dict[str, Any] = {}
+
+
+def proxy_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """The floor: forward the body's `input` to OPA (OPA_URL) through `OpaClient` and answer its
+    result; nothing else."""
+    from server.policy.opa_client import OpaClient
+
+    client = _PROXY.get("opa")
+    if client is None:
+        client = _PROXY["opa"] = OpaClient(os.environ["OPA_URL"])
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    doc = json.loads(environ["wsgi.input"].read(length))
+    answer = client.query("smartlinks/gate", doc["input"])
+    body = json.dumps({"result": answer.result, "revision": answer.revision}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def payload(i: int, actors: int) -> dict[str, Any]:
@@ -100,29 +123,35 @@ def main() -> int:
         cwd=ROOT,
     )
     token = created.stdout.strip().splitlines()[-1]
-    port = free_loopback_port()
-    web = subprocess.Popen(  # noqa: S603
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(args.workers),
-            "--worker-class",
-            args.worker_class,
-            "--threads",
-            str(args.threads),
-            "--log-level",
-            "warning",
-            "server.wsgi:app",
-        ],
-        env=env,
-        cwd=ROOT,
-    )
+    port, proxy_port = free_loopback_port(), free_loopback_port()
+
+    def gunicorn(bind_port: int, target: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{bind_port}",
+                "--workers",
+                str(args.workers),
+                "--worker-class",
+                args.worker_class,
+                "--threads",
+                str(args.threads),
+                "--log-level",
+                "warning",
+                target,
+            ],
+            env=env,
+            cwd=ROOT,
+        )
+
+    web = gunicorn(port, "server.wsgi:app")
+    proxy = gunicorn(proxy_port, "bench.decisions:proxy_app")
     try:
         wait_port("127.0.0.1", port, 30)
+        wait_port("127.0.0.1", proxy_port, 30)
         api = requests.Session()
         api.headers.update({"Authorization": f"Bearer {token}"})
         opa = requests.Session()
@@ -132,9 +161,17 @@ def main() -> int:
         recorded = api.get(f"{base}/v1/decisions/{first['decision_id']}").json()
         opa_input = json.dumps({"input": recorded["input"]})
         assert first["allow"] is True, first
+        # The proxy asks what the server asks: the gate query (authorisation and decision).
+        gate_input = dict(recorded["input"])
+        gate_input["subject"] = {"kind": "token", "id": "bench", "roles": ["service"]}
+        gate_input["request"] = {"method": "POST", "endpoint": "decisions_api.create_decision", "path": "/v1/decisions"}
+        proxy_body = json.dumps({"input": gate_input})
+        proxy_url = f"http://127.0.0.1:{proxy_port}/"
+        floor = requests.Session()
 
         api_ms: list[float] = []
         opa_ms: list[float] = []
+        proxy_ms: list[float] = []
         denied = 0
         for i in range(args.warmup + args.requests):
             body = payload(i, args.actors)
@@ -147,30 +184,46 @@ def main() -> int:
                 headers={"Content-Type": "application/json"},
             )
             t2 = time.perf_counter()
-            if r.status_code != 200 or o.status_code != 200:
-                raise SystemExit(f"unexpected status {r.status_code}/{o.status_code}: {r.text[:300]}")
+            f = floor.post(proxy_url, data=proxy_body, headers={"Content-Type": "application/json"})
+            t3 = time.perf_counter()
+            if r.status_code != 200 or o.status_code != 200 or f.status_code != 200:
+                raise SystemExit(f"unexpected status {r.status_code}/{o.status_code}/{f.status_code}: {r.text[:300]}")
             denied += not r.json()["allow"]
             if i >= args.warmup:
                 api_ms.append((t1 - t0) * 1000)
                 opa_ms.append((t2 - t1) * 1000)
+                proxy_ms.append((t3 - t2) * 1000)
 
         print(
             f"decision API benchmark: {args.requests} requests each after {args.warmup} warm-up, "
             f"gunicorn {args.workers} workers, {env['DATABASE_URL'].split(':')[0]}, policy {info.revision}"
         )
         direct = summary("direct OPA Data API", opa_ms)
+        through = summary("floor: gunicorn app -> OPA, no work", proxy_ms)
         full = summary("POST /v1/decisions (full)", api_ms)
         ratios = {k: full[k] / direct[k] for k in ("p50", "p90", "p99")}
+        floor_ratios = {k: through[k] / direct[k] for k in ("p50", "p90", "p99")}
         print(f"ratio full/direct: p50 {ratios['p50']:.2f}x  p90 {ratios['p90']:.2f}x  p99 {ratios['p99']:.2f}x")
+        print(
+            f"ratio floor/direct: p50 {floor_ratios['p50']:.2f}x  p90 {floor_ratios['p90']:.2f}x  "
+            f"p99 {floor_ratios['p99']:.2f}x; the server's own work (full - floor): p50 "
+            f"{full['p50'] - through['p50']:.3f} ms"
+        )
         print(
             f"targets: p50 ratio <= 2.0 -> {'met' if ratios['p50'] <= 2.0 else 'NOT met'}; "
             f"p99 < 5 ms -> {'met' if full['p99'] < 5.0 else 'NOT met'}; denied during run: {denied}"
         )
         if args.json:
-            args.json.write_text(json.dumps({"direct": direct, "full": full, "ratios": ratios}, indent=2))
+            args.json.write_text(
+                json.dumps(
+                    {"direct": direct, "floor": through, "full": full, "ratios": ratios, "floor_ratios": floor_ratios},
+                    indent=2,
+                )
+            )
     finally:
-        web.terminate()
-        web.wait(10)
+        for server in (web, proxy):
+            server.terminate()
+            server.wait(10)
         sidecar.stop()
     return 0
 
