@@ -280,7 +280,9 @@ def serve(host: str | None, port: int | None, workers: int | None, dev: bool) ->
             if plan.shadow is not None:
                 click.echo(f"shadow sidecar on {plan.shadow.url} while a version runs in shadow")
         # The autopilot scheduler runs here, in the supervisor, never in the gunicorn workers.
-        scheduler = start_scheduler(settings, env.get("OPA_URL") or "", env.get("SMARTLINKS_POLICY_REVISION"))
+        scheduler = start_scheduler(
+            settings, env.get("OPA_URL") or "", env.get("SMARTLINKS_POLICY_REVISION"), env.get("OPA_SHADOW_URL")
+        )
         click.echo(f"SmartLinks Autopilot on http://{host}:{port}  (Ctrl-C stops it)")
         database = _database(settings) if plan is not None else None
         checked = 0.0

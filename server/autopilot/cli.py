@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -19,6 +19,9 @@ from server.config import ConfigError, Settings
 from server.db import Database
 from server.governance.gateway import Gateway
 from server.policy.opa_client import OpaClient
+
+if TYPE_CHECKING:
+    from server.policies.shadow import ShadowEvaluator
 
 
 def _settings() -> Settings:
@@ -36,18 +39,33 @@ class Runtime:
     db: Database
     opa: OpaClient
     gateway: Gateway
+    shadow: ShadowEvaluator | None = None
 
     def close(self) -> None:
+        if self.shadow is not None:
+            self.shadow.stop()
         self.opa.close()
         self.db.dispose()
 
 
-def runtime(settings: Settings, opa_url: str, revision: str | None = None) -> Runtime:
+def runtime(settings: Settings, opa_url: str, revision: str | None = None, shadow_url: str | None = None) -> Runtime:
+    """The database and a gateway to OPA for cycles outside a web request. With a shadow sidecar
+    (`shadow_url`, else OPA_SHADOW_URL) the gateway's decisions are evaluated again by the version
+    in shadow, as the web workers' are: the autopilot's and the treasury's decisions are most of a
+    shadow run's sample."""
+    from server.policies.shadow import ShadowEvaluator
+
     db = Database()
     db.configure(settings.database_url)
     opa = OpaClient(opa_url, connect_timeout=settings.opa_connect_timeout, timeout=settings.opa_timeout)
     opa.fallback_revision = revision or settings.policy_revision
-    return Runtime(settings, db, opa, Gateway(opa, mode=settings.mode))
+    gateway = Gateway(opa, mode=settings.mode)
+    evaluator = None
+    shadow_url = shadow_url or settings.opa_shadow_url
+    if shadow_url:
+        evaluator = ShadowEvaluator(db, shadow_url, timeout=max(settings.opa_timeout, 1.0))
+        gateway.shadow = evaluator
+    return Runtime(settings, db, opa, gateway, evaluator)
 
 
 @contextlib.contextmanager
@@ -76,7 +94,9 @@ def opa_for(settings: Settings) -> Iterator[tuple[str, str | None]]:
         sidecar.stop()
 
 
-def start_scheduler(settings: Settings, opa_url: str, revision: str | None = None) -> Any:
+def start_scheduler(
+    settings: Settings, opa_url: str, revision: str | None = None, shadow_url: str | None = None
+) -> Any:
     """Start the autopilot scheduler in this process (the `smartlinks serve` supervisor), or
     return None when AUTOPILOT_ENABLED is off. Stop it with `.stop()`."""
     if not settings.autopilot_enabled:
@@ -85,7 +105,7 @@ def start_scheduler(settings: Settings, opa_url: str, revision: str | None = Non
     from server.autopilot.scheduler import AutopilotScheduler
     from server.jobs import housekeeping_jobs
 
-    rt = runtime(settings, opa_url, revision)
+    rt = runtime(settings, opa_url, revision, shadow_url)
     scheduler = AutopilotScheduler(
         rt.db,
         rt.gateway,
@@ -94,6 +114,7 @@ def start_scheduler(settings: Settings, opa_url: str, revision: str | None = Non
         ai_cycle=scheduled_cycle(settings, rt.db, rt.gateway),
         ai_interval=settings.ai_supervisor_interval_seconds,
         jobs=housekeeping_jobs(settings, rt.db, rt.gateway),
+        on_stop=rt.close,
     )
     scheduler.start()
     return scheduler

@@ -60,8 +60,10 @@ class AutopilotScheduler:
         ai_cycle: Callable[[], object] | None = None,
         ai_interval: float = 0.0,
         jobs: Sequence[Job] = (),
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
+        self.on_stop = on_stop  # releases what the jobs used (connections, the shadow evaluator)
         self.jobs = tuple(jobs)
         self.job_runs: dict[str, int] = {}
         self.ai_cycle = ai_cycle  # the AI supervisor's cycle (server.ai.jobs), run under the same lease
@@ -178,3 +180,5 @@ class AutopilotScheduler:
             self.lease.release()
         except Exception:
             log.exception("autopilot lease could not be released; it expires by itself")
+        if self.on_stop is not None:
+            self.on_stop()

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from server.extensions import services
 from server.governance.models import Decision
 from server.policies import services as policies
-from server.policies.bundle_server import BUNDLE_MEDIA_TYPE
+from server.policies.bundle_server import BUNDLE_MEDIA_TYPE, POLL_INTERVAL
 from server.policies.models import PolicyVersion
 from server.policies.pipeline import Candidate
 from server.policies.serving import bootstrap
@@ -204,6 +204,9 @@ def test_long_poll_answers_a_new_version_within_a_poll_interval(app: Flask, cand
     assert client.get("/opa/bundles/active", headers=OPA_AUTH).status_code == 404  # nothing active yet
     svc = services(app)
     assert bootstrap(svc.settings, svc.db, candidate=candidates["base"]) == "test-base"
+    # Activated outside a request of this app (as `smartlinks serve` does before gunicorn starts):
+    # this process sees it at its next read, POLL_INTERVAL after the 404 above at the latest.
+    time.sleep(POLL_INTERVAL)
 
     first = client.get("/opa/bundles/active", headers=OPA_AUTH)
     assert first.status_code == 200 and first.mimetype == BUNDLE_MEDIA_TYPE

@@ -9,7 +9,9 @@ from typing import Any
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from server.autopilot.cli import runtime
 from server.extensions import services
+from server.governance.gateway import Action, Actor, Target
 from server.governance.models import Decision
 from server.policies.models import PolicyVersion, ShadowResult
 from server.policies.pipeline import Candidate
@@ -78,13 +80,35 @@ def test_live_decisions_are_evaluated_in_shadow_and_never_enforced(
     assert newest["active_allow"] is True and newest["shadow_allow"] is False
     assert newest["shadow_reasons"] == ["safety.target_blocked"] and newest["active_revision"] == "test-base"
 
+    # Decisions made outside a web request (the scheduler's autopilot and treasury cycles) are
+    # shadowed too: the scheduler's runtime gets its own evaluator on the shadow sidecar.
+    assert bundle_stack.shadow is not None
+    rt = runtime(services(app).settings, bundle_stack.primary.url, "test-base", bundle_stack.shadow.url)
+    try:
+        assert rt.shadow is not None and rt.gateway.shadow is rt.shadow
+        rt.shadow.start()
+        wait_for(lambda: rt.shadow is not None and rt.shadow.revision == revision, timeout=5)
+        with rt.db.unit_of_work() as uow:
+            system = Actor(id="system:autopilot", kind="system")
+            action = Action("link.pause", system, {"reason": "scheduled"}, Target(kind="link", id="lnk_blocked"))
+            scheduled = rt.gateway.decide(uow.session, action, caller=system)
+            uow.commit()
+        assert scheduled.allow and rt.shadow.drain(10) and rt.shadow.evaluated == 1
+        with services(app).db.unit_of_work() as uow:
+            shadowed = uow.session.scalar(select(ShadowResult).where(ShadowResult.decision_id == scheduled.record.id))
+            assert shadowed is not None and shadowed.shadow_allow is False
+    finally:
+        rt.close()
+    report = client.get("/v1/policies/shadow", headers=author).get_json()
+    assert report["allow_to_deny"] == 4
+
     # The report page shows the same, and reloads itself while a shadow runs.
     email = make_user(app, "policy_author")
     pages = app.test_client()
     login(pages, email)
     page = pages.get("/policies/shadow")
     assert page.status_code == 200 and page.headers.get("Refresh") == "5"
-    assert 'id="shadow-allow-to-deny">3<' in page.get_data(as_text=True)
+    assert 'id="shadow-allow-to-deny">4<' in page.get_data(as_text=True)
 
     stopped = client.delete("/v1/policies/shadow", headers=author)
     assert stopped.status_code == 200 and stopped.get_json()["stopped"] == revision
