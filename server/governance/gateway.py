@@ -371,57 +371,27 @@ class Gateway:
         self._last_opa_decision_id.value = None
         input_doc = self.envelope(session, action, state=state, caller=caller, now=now)
         resolution = self.resolve(input_doc, request)
-        allow, reasons, obligations = resolution.allow, resolution.reasons, resolution.obligations
-        params, revision, result = resolution.params, resolution.revision, resolution.result
-        clamped, error_code = resolution.clamped, resolution.error_code
-
-        pending = allow and ("require_approval" in obligations or obligations.get("shadow") is True)
-        outcome = Outcome(
-            record=Decision(
-                id=new_id("dec"),
-                created_at=now,
-                action_type=action.type,
-                actor_id=action.actor.id,
-                actor_kind=action.actor.kind,
-                caller_id=caller.id if caller else None,
-                target_kind=action.target.kind if action.target else None,
-                target_id=action.target.id if action.target else None,
-                allow=allow,
-                outcome="error" if error_code else ("denied" if not allow else ("clamped" if clamped else "allowed")),
-                dry_run=dry_run,
-                mode=self.mode,
-                reasons=reasons,
-                obligations=json_safe(obligations),
-                input=input_doc,
-                result=json_safe(result) if isinstance(result, dict) else None,
-                policy_revision=revision,
-                error_code=error_code,
-                latency_ms=0.0,
-                executed=False,
-                note=note,
-                opa_decision_id=self._last_opa_decision_id.value,
-            ),
-            allow=allow,
-            reasons=reasons,
-            obligations=obligations,
-            params=params,
-            revision=revision,
-        )
-        if allow and not dry_run:
+        if resolution.allow and not dry_run:
             self.count_action(session, action.actor.id, now)
-            if obligations.get("shadow") is True:
-                outcome.record.outcome = "shadow"
-            elif "require_approval" in obligations:
-                outcome.record.outcome = "pending_approval"
-            elif execute is not None and not pending:
-                self._execute(session, outcome, execute)
+        outcome = self._recorded_outcome(
+            session,
+            action,
+            input_doc,
+            resolution,
+            self._last_opa_decision_id.value,
+            caller,
+            dry_run,
+            execute,
+            note,
+            now,
+        )
         record = outcome.record
         record.latency_ms = (time.perf_counter() - started) * 1000.0
         # A Core insert on the session's connection: an ORM flush (or the ORM's bulk path) costs
         # more than the rest of the bookkeeping together.
         session.flush()
         session.connection().execute(_INSERT_DECISION, {c: getattr(record, c) for c in _DECISION_COLUMNS})
-        if self.shadow is not None and error_code is None:
+        if self.shadow is not None and resolution.error_code is None:
             self.shadow(record)
         return outcome
 
@@ -685,8 +655,9 @@ class Gateway:
         note: str | None,
         now: datetime,
     ) -> Outcome:
-        """The Outcome and Decision record of one resolved action, executed when allowed (what
-        `decide` does after `resolve`, less the count and the insert, which decide_many batches)."""
+        """The Outcome and Decision record of one resolved action, executed when allowed: the part
+        shared by `decide` and `decide_many` (the count and the insert are theirs: decide_many
+        batches them)."""
         allow, obligations, clamped, error_code = (
             resolution.allow,
             resolution.obligations,
