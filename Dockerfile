@@ -5,7 +5,8 @@
 # The image holds the server (installed with pip, run by gunicorn through `smartlinks serve`), the
 # Rego policies (/app/rego) and the OPA binary, so `smartlinks policy build` works in it and, when
 # OPA_URL is not set, `smartlinks serve` can run OPA as a supervised sidecar inside the container.
-# docker-compose.yml runs OPA as its own service instead (OPA_URL=http://opa:8181).
+# docker-compose.yml runs OPA as its own services instead (OPA_URL=http://opa:8181), fed with
+# signed bundles by this server.
 #
 # It starts in production mode: it refuses to start without SECRET_KEY (or SECRET_KEY_FILE) of at
 # least 32 characters, and session cookies are Secure (serve it behind HTTPS).
@@ -30,13 +31,14 @@ RUN groupadd --system --gid 10001 smartlinks \
 # The OPA binary from the official static image (the same version the project pins in opa/install.sh).
 COPY --from=openpolicyagent/opa:1.22.3-static /opa /usr/local/bin/opa
 
-# The Python packages (pyproject.toml: server*, algorithms*, billing*; add `COPY billing` here once
-# that package exists). The source is removed after `pip install .`: the server runs from
-# site-packages, and `python -m gunicorn` started in /app cannot pick up a second copy.
+# The Python packages (pyproject.toml: server*, algorithms*, billing*). The source is removed after
+# `pip install .`: the server runs from site-packages, and `python -m gunicorn` started in /app
+# cannot pick up a second copy.
 WORKDIR /usr/src/smartlinks
 COPY pyproject.toml README.md ./
 COPY server ./server
 COPY algorithms ./algorithms
+COPY billing ./billing
 RUN pip install . \
     && cd / && rm -rf /usr/src/smartlinks
 

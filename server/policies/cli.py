@@ -346,10 +346,16 @@ def register(policy: click.Group) -> None:
     @click.option("--url", "service_url", required=True, help="The server's /opa URL as the sidecar reaches it.")
     @click.option("--sidecar", type=click.Choice(["primary", "shadow"]), default="primary", show_default=True)
     @click.option("--no-decision-logs", is_flag=True, help="Leave the decision_logs plugin off.")
-    def sidecar_config(service_url: str, sidecar: str, no_decision_logs: bool) -> None:
+    @click.option(
+        "--token-path",
+        default=None,
+        help="A file OPA reads the bearer token from (a container secret) instead of ${SMARTLINKS_OPA_TOKEN}.",
+    )
+    def sidecar_config(service_url: str, sidecar: str, no_decision_logs: bool, token_path: str | None) -> None:
         """Print the OPA configuration of a sidecar fed by this server (JSON, which OPA reads as
         YAML): long polling, the verification key, status and decision logs. The bearer token is
-        left as ${SMARTLINKS_OPA_TOKEN} for OPA to expand from its environment."""
+        left as ${SMARTLINKS_OPA_TOKEN} for OPA to expand from its environment, or read by OPA from
+        --token-path."""
         from server.policies.keys import KEY_ID
         from server.policy.sidecar import bundle_server_config
 
@@ -364,8 +370,27 @@ def register(policy: click.Group) -> None:
             sidecar=sidecar,
             long_poll_seconds=settings.opa_long_poll_seconds,
             decision_logs=sidecar == "primary" and not no_decision_logs,
+            token_path=token_path,
         )
         click.echo(json.dumps(config, indent=2, sort_keys=True))
+
+    @policy.command("bootstrap")
+    def policy_bootstrap() -> None:
+        """Publish and activate the working tree's policies when no version is active (a governed
+        system action, decided by a temporary OPA on the candidate itself). `smartlinks serve` does
+        this by itself when it supervises its sidecars; run it before `serve` when the sidecars are
+        external (OPA_URL), as docker-compose.yml does. Does nothing when a version is active."""
+        from server.policies.serving import BootstrapError, bootstrap
+
+        settings = _settings()
+        try:
+            revision = bootstrap(settings, _database(settings))
+        except BootstrapError as exc:
+            raise click.ClickException(f"no policy version can run: {exc}") from exc
+        if revision:
+            click.echo(f"published and activated the working tree's policies as {revision}")
+        else:
+            click.echo("a policy version is active already: nothing to do")
 
     @policy.command("export-sample")
     @click.option("--limit", default=1000, show_default=True, type=int)

@@ -97,6 +97,7 @@ def bundle_server_config(
     long_poll_seconds: int = 10,
     status: bool = True,
     decision_logs: bool = True,
+    token_path: str | None = None,
 ) -> dict[str, Any]:
     """OPA configuration for a sidecar fed by the server's bundle server (checked against 1.22.3).
 
@@ -113,13 +114,15 @@ def bundle_server_config(
       end. `system.log.mask` and `system.log.drop` ship in the bundle.
     * `labels.sidecar` names the sidecar in reports and events.
 
-    The bearer token is `${SMARTLINKS_OPA_TOKEN}`, expanded by OPA from its environment.
+    The bearer token is `${SMARTLINKS_OPA_TOKEN}`, expanded by OPA from its environment, or read
+    by OPA from the file `token_path` (a container secret) when given.
     """
+    bearer = {"token_path": token_path} if token_path else {"token": "${" + TOKEN_ENV + "}"}
     config: dict[str, Any] = {
         "services": {
             "smartlinks": {
                 "url": service_url.rstrip("/"),
-                "credentials": {"bearer": {"token": "${" + TOKEN_ENV + "}"}},
+                "credentials": {"bearer": bearer},
             }
         },
         "keys": {key_id: {"key": verification_key_pem, "algorithm": "RS256"}},

@@ -269,3 +269,53 @@ def test_the_cli_publishes_lists_diffs_activates_and_rolls_back(
     rolled = run("rollback", "--as", admin)
     assert rolled.exit_code == 0 and "rolled back to test-base" in rolled.output
     assert "nobody@example.com" in run("rollback", "--as", "nobody@example.com").output
+
+
+def test_the_cli_bootstraps_for_external_sidecars_and_writes_their_config(
+    app: Flask, policy_keys: SigningKeys, tmp_path: Path
+) -> None:
+    """What docker-compose.yml runs: `policy bootstrap` before `serve` (the sidecars are external,
+    OPA_URL), and `policy sidecar-config --token-path` for an OPA container that reads its bearer
+    token from a secret file."""
+    import json
+
+    svc = services(app)
+    env = {
+        "DATABASE_URL": svc.settings.database_url,
+        "OPA_URL": svc.settings.opa_url or "",
+        "SMARTLINKS_VAR_DIR": str(tmp_path / "var"),
+        "SECRET_KEY": TEST_SECRET,
+        "OPA_SIGNING_KEY_FILE": str(policy_keys.private),
+        "OPA_VERIFICATION_KEY_FILE": str(policy_keys.public),
+        "OPA_BUNDLE_TOKEN": OPA_TOKEN,
+        "POLICY_COVERAGE_THRESHOLD": "0",
+    }
+    runner = CliRunner()
+    first = runner.invoke(main, ["policy", "bootstrap"], env=env)
+    assert first.exit_code == 0, first.output
+    assert "published and activated the working tree's policies as " in first.output
+    with services(app).db.unit_of_work() as uow:
+        active = uow.session.scalars(select(PolicyVersion).where(PolicyVersion.status == "active")).all()
+        assert len(active) == 1 and active[0].source == "bootstrap"
+    again = runner.invoke(main, ["policy", "bootstrap"], env=env)
+    assert again.exit_code == 0 and "nothing to do" in again.output
+
+    printed = runner.invoke(
+        main,
+        [
+            "policy",
+            "sidecar-config",
+            "--url",
+            "http://server:8000/opa",
+            "--token-path",
+            "/run/secrets/opa_bundle_token",
+        ],
+        env=env,
+    )
+    assert printed.exit_code == 0, printed.output
+    config = json.loads(printed.output)
+    service = config["services"]["smartlinks"]
+    assert service["url"] == "http://server:8000/opa"
+    assert service["credentials"] == {"bearer": {"token_path": "/run/secrets/opa_bundle_token"}}
+    assert config["bundles"]["smartlinks"]["resource"] == "bundles/active"
+    assert "BEGIN PUBLIC KEY" in next(iter(config["keys"].values()))["key"]

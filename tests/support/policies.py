@@ -173,6 +173,13 @@ class BundleStack:
 def start_sidecar(
     stack_url: str, keys: SigningKeys, folder: Path, name: str, port: int, *, decision_logs: bool
 ) -> OpaSidecar:
+    # The primary reads its bearer token from its environment (as `smartlinks serve` starts it),
+    # the shadow sidecar from a file (as docker-compose.yml mounts it as a secret): both ways run.
+    token_path = None
+    if name != "primary":
+        token_file = folder / f"opa-{name}.token"
+        token_file.write_text(OPA_TOKEN + "\n")
+        token_path = str(token_file)
     config = write_config(
         folder / f"opa-{name}.json",
         bundle_server_config(
@@ -183,11 +190,11 @@ def start_sidecar(
             sidecar=name,
             long_poll_seconds=10,
             decision_logs=decision_logs,
+            token_path=token_path,
         ),
     )
-    return OpaSidecar(
-        OPA_BIN, None, folder / f"opa-{name}.log", port=port, config_file=config, env={TOKEN_ENV: OPA_TOKEN}
-    )
+    env = {TOKEN_ENV: OPA_TOKEN} if token_path is None else {}
+    return OpaSidecar(OPA_BIN, None, folder / f"opa-{name}.log", port=port, config_file=config, env=env)
 
 
 @pytest.fixture(name="bundle_stack")
