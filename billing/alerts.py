@@ -34,6 +34,7 @@ KINDS = (
     "reconciliation_mismatch",
     "ledger_verification",
     "booking_failed",
+    "document_delivery_failed",
 )
 MAX_ATTEMPTS = 5
 

@@ -1,6 +1,8 @@
 """Tables of the money capability: ledger accounts, entries and postings (append-only), payout
 profiles (destinations encrypted at rest), payouts and their state history, the treasury's daily
-counters, processed webhook events, alerts and their deliveries, reconciliation reports.
+counters, processed webhook events, alerts and their deliveries, reconciliation reports, and the
+financial documents (receipts, invoices, credit notes: immutable once issued, numbered without
+gaps) with their email deliveries.
 
 Amounts are integer minor units (BigInteger) with an ISO 4217 currency."""
 
@@ -16,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -245,3 +248,100 @@ def _refuse_bulk_changes(state: Any) -> None:
     for mapper in state.all_mappers:
         if mapper.class_ in (JournalEntry, Posting):
             raise AppendOnlyViolation(f"{mapper.class_.__name__} rows are append-only")
+
+
+# -- financial documents (billing/documents.py) ---------------------------------------------------
+IMMUTABLE_DOCUMENT_TABLES = ("financial_documents",)
+
+
+class DocumentSequence(Base):
+    """The last number issued in one series and year. The row is updated in the transaction that
+    creates the document, so its lock serialises issuers and a rollback gives the number back."""
+
+    __tablename__ = "document_sequences"
+
+    series: Mapped[str] = mapped_column(String(8), primary_key=True)  # RCP | INV | CRN
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_number: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class FinancialDocument(Base):
+    """An issued receipt, invoice or credit note. Never updated or deleted once issued: a mistake
+    is corrected by a credit note that names the original (`credits_document_id`)."""
+
+    __tablename__ = "financial_documents"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)  # e.g. RCP-2026-000001
+    kind: Mapped[str] = mapped_column(String(16), index=True)  # receipt | invoice | credit_note
+    series: Mapped[str] = mapped_column(String(8))
+    year: Mapped[int] = mapped_column(Integer)
+    sequence: Mapped[int] = mapped_column(Integer)
+    source_key: Mapped[str] = mapped_column(String(200), unique=True)  # what it is for: one document each
+    affiliate_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    advertiser_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    payout_id: Mapped[str | None] = mapped_column(String(40))
+    credits_document_id: Mapped[str | None] = mapped_column(ForeignKey("financial_documents.id"))
+    period_start: Mapped[date | None] = mapped_column(Date)
+    period_end: Mapped[date | None] = mapped_column(Date)
+    recipient_name: Mapped[str] = mapped_column(String(200))
+    recipient_email: Mapped[str | None] = mapped_column(String(254))
+    totals: Mapped[dict[str, Any]]  # currency -> minor units
+    content: Mapped[dict[str, Any]]  # everything the document shows (issuer, lines, references)
+    html: Mapped[str] = mapped_column(Text)
+    html_sha256: Mapped[str] = mapped_column(String(64))
+    pdf: Mapped[bytes] = mapped_column(LargeBinary)
+    pdf_sha256: Mapped[str] = mapped_column(String(64))
+    issued_by: Mapped[str] = mapped_column(String(128))
+    issued_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    __table_args__ = (UniqueConstraint("series", "year", "sequence", name="uq_financial_documents_series_number"),)
+
+
+class DocumentDelivery(Base):
+    """One emailing of a document: the first one, then one per explicit resend (`generation`).
+
+    pending -> sending (attempt id recorded and committed before SMTP) -> sent, or back to
+    pending with a backoff, or failed for good (an alert). A `sending` row left by a crash is
+    retried with the same Message-ID after a grace period: at least once, at most one extra copy
+    per crash, recognisable as the same message."""
+
+    __tablename__ = "document_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[str] = mapped_column(ForeignKey("financial_documents.id"), index=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    recipient: Mapped[str | None] = mapped_column(String(254))
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending|sending|sent|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempt_id: Mapped[str | None] = mapped_column(String(40))
+    message_id: Mapped[str] = mapped_column(String(200))
+    next_attempt_at: Mapped[datetime | None]
+    claimed_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None]
+    requested_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("document_id", "generation", name="uq_document_deliveries_generation"),)
+
+
+class ImmutableDocument(RuntimeError):
+    """Something tried to change or remove an issued document."""
+
+
+def _refuse_document_change(_mapper: Any, _connection: Any, target: Any) -> None:
+    raise ImmutableDocument(f"document {target.number} is issued and immutable: correct it with a credit note")
+
+
+event.listen(FinancialDocument, "before_update", _refuse_document_change)
+event.listen(FinancialDocument, "before_delete", _refuse_document_change)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_bulk_document_changes(state: Any) -> None:
+    if not (state.is_update or state.is_delete):
+        return
+    for mapper in state.all_mappers:
+        if mapper.class_ is FinancialDocument:
+            raise ImmutableDocument("issued documents are immutable: correct one with a credit note")

@@ -48,7 +48,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     from server.clicks.views import clicks
     from server.errors import register_error_handlers
     from server.extensions import init_extensions
-    from server.finance.api import ledger_api, payouts_api
+    from server.finance.api import documents_api, ledger_api, payouts_api
+    from server.finance.documents import documents
     from server.finance.views import finance
     from server.finance.webhooks import webhooks
     from server.governance.api import controls_api, decisions_api
@@ -59,6 +60,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     from server.policies.api import policies_api
     from server.policies.bundle_server import opa_bundles
     from server.policies.views import policies_pages
+    from server.portal.api import onboarding_api, portal_api
+    from server.portal.views import onboarding_pages, portal
 
     init_extensions(app, settings)
     register_error_handlers(app)
@@ -78,13 +81,19 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         autopilot_pages,
         ledger_api,
         payouts_api,
+        documents_api,
         finance,
+        documents,
         webhooks,
         policies_api,
         policies_pages,
         opa_bundles,
         ai_api,
         ai_pages,
+        portal,
+        portal_api,
+        onboarding_api,
+        onboarding_pages,
     ):
         app.register_blueprint(blueprint)
 

@@ -86,8 +86,14 @@ def users() -> None:
 @click.option("--role", required=True)
 @click.option("--password", default=None, help="Prompted for when omitted (or generated with --generate).")
 @click.option("--generate", is_flag=True, help="Generate a strong password and print it once.")
-def users_create(email: str, role: str, password: str | None, generate: bool) -> None:
-    """Create a user with ROLE."""
+@click.option("--affiliate", "affiliate_id", default=None, help="The affiliate a user with role affiliate acts for.")
+@click.option(
+    "--advertiser", "advertiser_id", default=None, help="The advertiser a user with role advertiser acts for."
+)
+def users_create(
+    email: str, role: str, password: str | None, generate: bool, affiliate_id: str | None, advertiser_id: str | None
+) -> None:
+    """Create a user with ROLE (portal users are better onboarded with `users invite`)."""
     from server.auth.services import AuthError, create_user
 
     if password is None:
@@ -98,13 +104,50 @@ def users_create(email: str, role: str, password: str | None, generate: bool) ->
     database = _database(_settings())
     with database.unit_of_work() as uow:
         try:
-            user = create_user(uow.session, email, password, role)
+            user = create_user(
+                uow.session, email, password, role, affiliate_id=affiliate_id, advertiser_id=advertiser_id
+            )
         except AuthError as exc:
             raise click.ClickException(str(exc)) from exc
         uow.commit()
         click.echo(f"created user {user.email} with role {user.role}")
     if generate:
         click.echo(f"password (shown once): {password}")
+
+
+@users.command("invite")
+@click.option("--email", required=True, help="Who is invited.")
+@click.option("--affiliate", "affiliate_id", default=None, help="Invite to the portal of this affiliate.")
+@click.option("--advertiser", "advertiser_id", default=None, help="Invite to the portal of this advertiser.")
+def users_invite(email: str, affiliate_id: str | None, advertiser_id: str | None) -> None:
+    """Invite a portal user for an affiliate or an advertiser; emails the link (SMTP settings)
+    and prints it once. A new invitation for the same email revokes the previous one."""
+    from server.errors import Problem
+    from server.portal import services as onboarding
+
+    if bool(affiliate_id) == bool(advertiser_id):
+        raise click.UsageError("give exactly one of --affiliate and --advertiser")
+    kind, entity_id = ("affiliate", affiliate_id) if affiliate_id else ("advertiser", advertiser_id)
+    settings = _settings()
+    database = _database(settings)
+    try:
+        with database.unit_of_work() as uow:
+            try:
+                invitation, token = onboarding.invite(
+                    uow.session, settings, kind=kind, entity_id=str(entity_id), email=email, created_by="cli"
+                )
+                entity = onboarding.get_entity(uow.session, kind, str(entity_id))
+            except Problem as exc:
+                raise click.ClickException(exc.detail or exc.title) from exc
+            uow.commit()
+            address, expires_at = invitation.email, invitation.expires_at
+    finally:
+        database.dispose()
+    base = settings.portal_base_url or f"http://{settings.host}:{settings.port}"
+    url = f"{base}/portal/invitations/{token}"
+    delivery = onboarding.send_invitation_email(settings, to=address, entity=entity, link=url, expires_at=expires_at)
+    click.echo(f"invited {address} to the {kind} portal of {entity.name} (email: {delivery})")
+    click.echo(f"expires {expires_at.isoformat()}; link (shown once): {url}")
 
 
 @main.group()

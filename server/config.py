@@ -4,6 +4,7 @@ production mode that refuses to start on a missing or default secret."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -145,6 +146,11 @@ class Settings:
     treasury_interval_seconds: float = 86400.0
     finance_jobs_enabled: bool = True  # the scheduler runs treasury, booking, resume, verify, reconcile
     default_payout_threshold: str = "50.00"  # in major units of each currency
+    # Printed on receipts, invoices and credit notes (billing/documents.py).
+    document_issuer_name: str = "SmartLinks Autopilot"
+    document_issuer_address: str = ""
+    document_issuer_vat: str = ""
+    document_issuer_email: str = ""
     # The AI supervisor (server/ai; docs/runbooks/ai-incidents.md). No key: degraded mode.
     openai_api_key: str | None = None
     openai_base_url: str | None = None  # any OpenAI-compatible server; OpenAI's own API when unset
@@ -173,6 +179,11 @@ class Settings:
     policy_coverage_threshold: float = 90.0
     policy_impact_sample: int = 10_000
     policy_bootstrap: bool = True
+    # The self-service portal (server/portal; docs/operations.md "Portal onboarding").
+    portal_invitation_days: int = 7
+    portal_base_url: str | None = None  # for links in invitation emails; the request's host when unset
+    affiliate_terms_version: str = "1"  # server/legal/affiliate-terms-v<version>.md (CGU)
+    advertiser_terms_version: str = "1"  # server/legal/advertiser-terms-v<version>.md (CGV)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -223,6 +234,7 @@ class Settings:
             **_payment_settings(env, defaults),
             **ai_settings_from_env(env, defaults),
             **policy_settings_from_env(env, defaults),
+            **portal_settings_from_env(env, defaults),
         )
         settings.check()
         return settings
@@ -321,7 +333,29 @@ def _payment_settings(env: Mapping[str, str], defaults: Settings) -> dict[str, A
         "treasury_interval_seconds": _float(env, "TREASURY_INTERVAL_SECONDS", defaults.treasury_interval_seconds),
         "finance_jobs_enabled": _bool(env, "FINANCE_JOBS_ENABLED", defaults.finance_jobs_enabled),
         "default_payout_threshold": _read(env, "DEFAULT_PAYOUT_THRESHOLD") or defaults.default_payout_threshold,
+        "document_issuer_name": _read(env, "DOCUMENT_ISSUER_NAME") or defaults.document_issuer_name,
+        "document_issuer_address": _read(env, "DOCUMENT_ISSUER_ADDRESS") or "",
+        "document_issuer_vat": _read(env, "DOCUMENT_ISSUER_VAT") or "",
+        "document_issuer_email": _read(env, "DOCUMENT_ISSUER_EMAIL") or "",
     }
+
+
+def portal_settings_from_env(env: Mapping[str, str], defaults: Settings) -> dict[str, Any]:
+    """The portal's settings: invitation lifetime, base URL of emailed links, current terms."""
+    days = _int(env, "PORTAL_INVITATION_DAYS", defaults.portal_invitation_days)
+    if not 1 <= days <= 90:
+        raise ConfigError(f"PORTAL_INVITATION_DAYS must be between 1 and 90, got {days}")
+    out: dict[str, Any] = {
+        "portal_invitation_days": days,
+        "portal_base_url": (_read(env, "PORTAL_BASE_URL") or "").rstrip("/") or None,
+    }
+    for kind in ("affiliate", "advertiser"):
+        name = f"{kind.upper()}_TERMS_VERSION"
+        version = _read(env, name) or getattr(defaults, f"{kind}_terms_version")
+        if not re.fullmatch(r"[0-9A-Za-z.-]{1,20}", version):
+            raise ConfigError(f"{name} must be a version such as 1 or 2.1, got {version!r}")
+        out[f"{kind}_terms_version"] = version
+    return out
 
 
 def policy_settings_from_env(env: Mapping[str, str], defaults: Settings) -> dict[str, Any]:

@@ -6,6 +6,8 @@ autopilot scheduler, under its lease, so that one process in a deployment runs e
 | `finance.alerts` | 60 s | delivers alerts not delivered yet (webhook, email) |
 | `finance.book_conversions` | 5 min | books approved conversions into the ledger |
 | `finance.payouts_resume` | 5 min | resubmits approved payouts with their key, polls submitted ones |
+| `finance.documents` | 5 min | receipts for newly paid payouts, then emails the documents that are due |
+| `finance.invoices` | 24 h | last month's advertiser invoices (issued on the 1st, or the first run after) |
 | `finance.treasury` | `TREASURY_INTERVAL_SECONDS` | proposes, decides and sends the payouts that are due |
 | `finance.ledger_verify` | 24 h | checks every ledger invariant (critical alert on a violation) |
 | `finance.reconcile` | 24 h | each configured provider against payouts and ledger, last 7 days |
@@ -86,6 +88,21 @@ def finance_jobs(settings: Settings, db: Database, gateway: Gateway) -> list[Job
     def reconcile() -> Any:
         return with_payments(lambda payments: finance.reconcile_providers(db, payments))
 
+    def documents() -> Any:
+        run = finance.generate_receipts(db, settings)
+        if run.receipts or run.errors:
+            log.info("issued %d receipt(s), %d refused", len(run.receipts), len(run.errors))
+        delivery = finance.deliver_pending_documents(db, settings)
+        if delivery is not None and (delivery.sent or delivery.failed):
+            log.info("emailed %d document(s), %d failed for good", delivery.sent, delivery.failed)
+        return run
+
+    def invoices() -> Any:
+        run = finance.generate_invoices(db, settings)
+        if run.invoices:
+            log.info("issued %d invoice(s)", len(run.invoices))
+        return run
+
     return [
         Job("finance.alerts", MINUTE, alerts),
         Job("finance.book_conversions", 5 * MINUTE, book),
@@ -93,4 +110,6 @@ def finance_jobs(settings: Settings, db: Database, gateway: Gateway) -> list[Job
         Job("finance.treasury", settings.treasury_interval_seconds, treasury),
         Job("finance.ledger_verify", DAY, verify),
         Job("finance.reconcile", DAY, reconcile),
+        Job("finance.documents", 5 * MINUTE, documents),
+        Job("finance.invoices", DAY, invoices, first_run_now=True),  # idempotent: a restart never skips the 1st
     ]

@@ -7,6 +7,7 @@ from server.autopilot import models as autopilot_models
 from server.governance import models as governance_models
 from server.links import models as links_models
 from server.policies import models as policies_models
+from server.portal import models as portal_models
 
 __all__ = [
     "ai_models",
@@ -16,4 +17,5 @@ __all__ = [
     "governance_models",
     "links_models",
     "policies_models",
+    "portal_models",
 ]

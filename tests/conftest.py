@@ -128,12 +128,23 @@ def make_token(app: Flask, role: str, name: str | None = None) -> str:
     return plain
 
 
-def make_user(app: Flask, role: str, email: str | None = None) -> str:
+def make_user(app: Flask, role: str, email: str | None = None, *, entity_id: str | None = None) -> str:
+    """A user with `role`; a portal user (affiliate / advertiser) belongs to `entity_id`, created
+    when it does not exist."""
     from server.auth.services import create_user
+    from server.links.models import Advertiser, Affiliate
 
     email = email or f"{role}@example.com"
     with services(app).db.unit_of_work() as uow:
-        create_user(uow.session, email, PASSWORD, role)
+        links: dict[str, str] = {}
+        if role in ("affiliate", "advertiser"):
+            model = Affiliate if role == "affiliate" else Advertiser
+            entity_id = entity_id or f"{role[:3]}_{email.split('@')[0]}"
+            if uow.session.get(model, entity_id) is None:
+                uow.session.add(model(id=entity_id, name=f"{role.title()} {entity_id}"))
+                uow.session.flush()
+            links[f"{role}_id"] = entity_id
+        create_user(uow.session, email, PASSWORD, role, **links)
         uow.commit()
     return email
 

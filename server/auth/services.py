@@ -15,7 +15,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.auth.models import ROLES, ApiToken, User
+from server.auth.models import PORTAL_ROLES, ROLES, ApiToken, User
 from server.db import utcnow
 
 TOKEN_PREFIX = "slk_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
@@ -51,19 +51,52 @@ def _check_role(role: str) -> None:
         raise AuthError(f"unknown role {role!r}; roles are: {', '.join(ROLES)}")
 
 
-def create_user(session: Session, email: str, password: str, role: str) -> User:
+def create_user(
+    session: Session,
+    email: str,
+    password: str,
+    role: str,
+    *,
+    affiliate_id: str | None = None,
+    advertiser_id: str | None = None,
+) -> User:
+    """Create a user. A portal user (role affiliate / advertiser) names the one entity it acts
+    for; a staff user names none."""
     email = email.strip().lower()
     if not EMAIL_RE.match(email):
         raise AuthError(f"{email!r} is not an email address")
     _check_role(role)
+    _check_entity(session, role, affiliate_id, advertiser_id)
     if len(password) < MIN_PASSWORD_LENGTH:
         raise AuthError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
     if session.scalar(select(User.id).where(User.email == email)) is not None:
         raise AuthError(f"a user with email {email} already exists")
-    user = User(email=email, password_hash=_hasher.hash(password), role=role, active=True)
+    user = User(
+        email=email,
+        password_hash=_hasher.hash(password),
+        role=role,
+        active=True,
+        affiliate_id=affiliate_id,
+        advertiser_id=advertiser_id,
+    )
     session.add(user)
     session.flush()
     return user
+
+
+def _check_entity(session: Session, role: str, affiliate_id: str | None, advertiser_id: str | None) -> None:
+    from server.links.models import Advertiser, Affiliate
+
+    if role not in PORTAL_ROLES:
+        if affiliate_id or advertiser_id:
+            raise AuthError(f"a {role} user belongs to no affiliate or advertiser")
+        return
+    own, other = (affiliate_id, advertiser_id) if role == "affiliate" else (advertiser_id, affiliate_id)
+    if not own or other:
+        raise AuthError(f"a {role} user belongs to exactly one {role}: give its id")
+    model = Affiliate if role == "affiliate" else Advertiser
+    if session.get(model, own) is None:
+        raise AuthError(f"no {role} {own}")
 
 
 def authenticate(session: Session, email: str, password: str) -> User:

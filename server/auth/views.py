@@ -8,6 +8,7 @@ from flask import Blueprint, redirect, render_template, request, session, url_fo
 from werkzeug.wrappers import Response
 
 from server.auth.csrf import csrf_ok
+from server.auth.models import PORTAL_ROLES
 from server.auth.services import AuthError, authenticate
 from server.extensions import services
 
@@ -42,10 +43,13 @@ def login() -> Response | str | tuple[str, int]:
         except AuthError as exc:
             return render_template("login.html", next=next_url, error=str(exc)), 401
         user_id = user.id
+        portal_user = user.role in PORTAL_ROLES
         uow.commit()
     session.clear()  # a fresh session on login: no fixation
     session["user_id"] = user_id
     session.permanent = True
+    if portal_user and not next_url:  # portal users have no staff dashboard
+        return redirect(url_for("portal.home"))
     return redirect(_safe_next(next_url))
 
 

@@ -1,5 +1,6 @@
-"""The ledger and payouts JSON API (`/v1/ledger/...`, `/v1/payouts`, `/v1/payout-profiles`,
-`/v1/reconciliation/reports`, `/v1/alerts`): thin views over billing/ and finance.queries."""
+"""The ledger, payouts and documents JSON API (`/v1/ledger/...`, `/v1/payouts`,
+`/v1/payout-profiles`, `/v1/reconciliation/reports`, `/v1/alerts`, `/v1/documents`): thin views
+over billing/, finance.queries and finance.documents."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from marshmallow import Schema, fields, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as SchemaError
 
 from billing import ledger
@@ -22,7 +23,7 @@ from billing.rules import AccountType, EntryKind, EntryRequest, LedgerError
 from server.db import utcnow
 from server.errors import Problem
 from server.extensions import services
-from server.finance import queries
+from server.finance import documents, queries
 from server.finance.services import dispatch_alerts, payment_services
 from server.governance.api import caller_actor, json_body, raise_if_denied
 from server.governance.gateway import Outcome
@@ -393,3 +394,38 @@ def acknowledge_alert(alert_id: str) -> Response:
         alert = queries.acknowledge_alert(uow.session, alert_id, caller_actor().id)
         uow.commit()
         return jsonify(queries.alert_body(uow.session, alert))
+
+
+# -- financial documents ----------------------------------------------------------------------------
+documents_api = Blueprint("documents_api", __name__, url_prefix="/v1")
+
+
+class DocumentQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    kind = fields.String(load_default=None, validate=validate.OneOf(documents.KINDS))
+    status = fields.String(load_default=None, validate=validate.OneOf(documents.DELIVERY_STATES))
+    entity = fields.String(load_default=None, validate=validate.Length(min=1, max=40))
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+
+@documents_api.get("/documents")
+def list_documents() -> Response:
+    args = DocumentQuerySchema().load(request.args.to_dict())
+    with services().db.reading() as session:
+        rows = documents.list_documents(session, **args)
+        return jsonify({"items": [documents.document_body(session, d) for d in rows]})
+
+
+@documents_api.get("/documents/<document_id>")
+def get_document(document_id: str) -> Response:
+    with services().db.reading() as session:
+        document = documents.get_document(session, document_id)
+        return jsonify(documents.document_body(session, document, with_deliveries=True))
+
+
+@documents_api.get("/documents/<document_id>.pdf")
+def get_document_pdf(document_id: str) -> Response:
+    with services().db.reading() as session:
+        return documents.file_response(documents.get_document(session, document_id), "pdf")

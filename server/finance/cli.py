@@ -1,7 +1,8 @@
 """`smartlinks ledger verify | book-conversions`, `smartlinks treasury run`, `smartlinks payouts
-resume`, `smartlinks reconcile`, `smartlinks alerts deliver`: registered on the main group by
-`server.cli`. Each command is one process doing one job against the database (and OPA: OPA_URL,
-or a sidecar of its own for the duration of the command)."""
+resume`, `smartlinks reconcile`, `smartlinks alerts deliver`, `smartlinks documents generate |
+deliver`: registered on the main group by `server.cli`. Each command is one process doing one
+job against the database (and OPA: OPA_URL, or a sidecar of its own for the duration of the
+command)."""
 
 from __future__ import annotations
 
@@ -227,6 +228,62 @@ def alerts_deliver() -> None:
     click.echo(f"{sent} alert delivery(ies) sent")
 
 
+@click.group()
+def documents() -> None:
+    """Financial documents: payout receipts, advertiser invoices, and emailing them."""
+
+
+@documents.command("generate")
+@click.option("--receipts/--no-receipts", default=True, show_default=True, help="Receipts for paid payouts.")
+@click.option("--invoices/--no-invoices", default=True, show_default=True, help="Advertiser invoices of a month.")
+@click.option("--month", default=None, help="The month to invoice, YYYY-MM (default: last month).")
+def documents_generate(receipts: bool, invoices: bool, month: str | None) -> None:
+    """Issue the receipts of newly paid payouts and a month's invoices (idempotent: a document
+    already issued is not issued again)."""
+    from datetime import datetime
+
+    from server.finance.services import generate_invoices, generate_receipts
+
+    invoice_month = None
+    if month:
+        try:
+            invoice_month = datetime.strptime(month, "%Y-%m").date()
+        except ValueError as exc:
+            raise click.ClickException(f"--month is YYYY-MM, got {month!r}") from exc
+    settings = _settings()
+    database = _database(settings)
+    report: dict[str, Any] = {"receipts": [], "invoices": [], "errors": []}
+    try:
+        if receipts:
+            run = generate_receipts(database, settings)
+            report["receipts"], report["errors"] = run.receipts, report["errors"] + run.errors
+        if invoices:
+            run = generate_invoices(database, settings, invoice_month)
+            report["invoices"], report["errors"] = run.invoices, report["errors"] + run.errors
+    finally:
+        database.dispose()
+    click.echo(json.dumps(report, indent=2))
+
+
+@documents.command("deliver")
+def documents_deliver() -> None:
+    """Email the documents that are due through SMTP_HOST (retries with backoff; a document is
+    never sent twice on purpose). Without SMTP settings documents stay pending."""
+    from server.finance.services import deliver_pending_documents
+
+    settings = _settings()
+    database = _database(settings)
+    try:
+        run = deliver_pending_documents(database, settings)
+    finally:
+        database.dispose()
+    if run is None:
+        raise click.ClickException("SMTP_HOST is not set: documents stay pending until it is")
+    click.echo(f"{run.sent} sent, {run.retried} to retry, {run.failed} failed for good")
+    for error in run.errors:
+        click.echo(f"  {error}", err=True)
+
+
 def register(main: click.Group) -> None:
-    for command in (ledger, treasury, payouts, reconcile_command, alerts):
+    for command in (ledger, treasury, payouts, reconcile_command, alerts, documents):
         main.add_command(command)

@@ -1,14 +1,14 @@
 """The payment services of one app (or one CLI run), built from settings on first use: the
 providers, the destination vault, the alert channels and the payout engine's `Payments`; and the
-finance jobs (treasury, booking, resuming payouts, reconciliation, ledger verification), which
-`smartlinks ...` commands run by hand and the scheduler of `smartlinks serve` runs on its own
-(`server.jobs`)."""
+finance jobs (treasury, booking, resuming payouts, reconciliation, ledger verification, financial
+documents and their emailing), which `smartlinks ...` commands run by hand and the scheduler of
+`smartlinks serve` runs on its own (`server.jobs`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,8 @@ from server.governance.gateway import Gateway
 
 if TYPE_CHECKING:
     from billing.booking import BookingRun
+    from billing.document_mail import DeliveryRun, DocumentMailer
+    from billing.documents import Issuer
     from billing.ledger import Verification
     from billing.models import ReconciliationReport
     from billing.payouts import ResumeReport
@@ -234,3 +236,101 @@ def reconcile_providers(db: Database, services: PaymentServices, *, days: int = 
             uow.commit()
     dispatch_alerts(db.session, services.channels)
     return reports
+
+
+# -- financial documents (billing/documents.py, billing/document_mail.py) -------------------------
+def document_issuer(settings: Settings) -> Issuer:
+    from billing.documents import Issuer
+
+    return Issuer(
+        name=settings.document_issuer_name,
+        address=settings.document_issuer_address,
+        vat=settings.document_issuer_vat,
+        email=settings.document_issuer_email,
+    )
+
+
+def make_mailer(settings: Settings) -> DocumentMailer | None:
+    """The SMTP mailer of financial documents; None without SMTP_HOST (documents stay pending)."""
+    from billing.document_mail import DocumentMailer
+
+    if not settings.smtp_host:
+        return None
+    return DocumentMailer(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        sender=settings.smtp_from,
+        username=settings.smtp_user,
+        password=settings.smtp_password,
+        starttls=settings.smtp_starttls,
+    )
+
+
+@dataclass
+class DocumentRun:
+    receipts: list[str]
+    invoices: list[str]
+    errors: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"receipts": self.receipts, "invoices": self.invoices, "errors": self.errors}
+
+
+def generate_receipts(db: Database, settings: Settings, *, limit: int = 500) -> DocumentRun:
+    """A receipt for every paid payout that has none yet, each in its own unit of work (a payout
+    that cannot be documented is reported and does not hold the others back)."""
+    from billing.documents import DocumentError, issue_payout_receipt, paid_payouts_without_receipt
+
+    run = DocumentRun([], [], [])
+    issuer = document_issuer(settings)
+    with db.reading() as session:
+        payout_ids = paid_payouts_without_receipt(session, limit)
+    for payout_id in payout_ids:
+        with db.unit_of_work() as uow:
+            try:
+                document, created = issue_payout_receipt(uow.session, payout_id, issuer)
+            except DocumentError as exc:
+                run.errors.append(f"{payout_id}: {exc}")
+                continue
+            uow.commit()
+            if created:
+                run.receipts.append(document.number)
+    return run
+
+
+def generate_invoices(db: Database, settings: Settings, month: date | None = None) -> DocumentRun:
+    """The invoices of `month` (by default the month before this one) for every advertiser with
+    approved conversions booked in it; one unit of work per advertiser, idempotent."""
+    from billing.documents import DocumentError, advertisers_to_invoice, issue_advertiser_invoice, previous_month
+    from server.db import utcnow
+
+    run = DocumentRun([], [], [])
+    issuer = document_issuer(settings)
+    month = month or previous_month(utcnow().date())
+    with db.reading() as session:
+        advertiser_ids = advertisers_to_invoice(session, month)
+    for advertiser_id in advertiser_ids:
+        with db.unit_of_work() as uow:
+            try:
+                document, created = issue_advertiser_invoice(uow.session, advertiser_id, month, issuer)
+            except DocumentError as exc:
+                run.errors.append(f"{advertiser_id}: {exc}")
+                continue
+            uow.commit()
+            if created and document is not None:
+                run.invoices.append(document.number)
+    return run
+
+
+def deliver_pending_documents(db: Database, settings: Settings) -> DeliveryRun | None:
+    """Email the documents that are due (None, and nothing sent, without SMTP settings); an
+    address that fails for good raises an alert, delivered through the alert channels."""
+    from billing.document_mail import deliver_documents
+
+    mailer = make_mailer(settings)
+    if mailer is None:
+        return None
+    run = deliver_documents(db.session, mailer)
+    if run.failed:
+        dispatch_alerts(db.session, make_channels(settings))
+    return run

@@ -1,22 +1,26 @@
 """Finance pages: accounts and balances, journal entries and their postings, payouts with their
-state history, the approval queue, reconciliation reports and alerts. Forms post back here (with
+state history, the approval queue, reconciliation reports, alerts, and the financial documents
+(receipts, invoices, credit notes: download, resend, correct). Forms post back here (with
 the session's CSRF token) and redirect; each action goes through the same services as the API."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from billing.document_mail import pending_count
+from billing.documents import DocumentError, issue_credit_note, request_resend
 from billing.money import CURRENCY_EXPONENTS, MoneyError, to_minor
 from billing.payouts import PayoutError, approve_payout, propose_payout, reject_payout, submit_payout
 from billing.reconcile import reconcile
 from billing.rules import LedgerError
 from server.db import utcnow
 from server.extensions import services
-from server.finance import queries
-from server.finance.services import dispatch_alerts, payment_services
+from server.finance import documents, queries
+from server.finance.services import deliver_pending_documents, dispatch_alerts, document_issuer, payment_services
 from server.governance.api import caller_actor
 from server.governance.gateway import Outcome
 
@@ -211,3 +215,88 @@ def acknowledge_alert(alert_id: str) -> WerkzeugResponse:
         uow.commit()
     flash(f"Alert {alert_id} acknowledged.", "ok")
     return redirect(url_for("finance.alerts"))
+
+
+@finance.get("/documents")
+def documents_index() -> str:
+    kind = request.args.get("kind") or None
+    status = request.args.get("status") or None
+    entity = (request.args.get("entity") or "").strip() or None
+    svc = services()
+    with svc.db.reading() as session:
+        rows = documents.list_documents(
+            session,
+            kind=kind if kind in documents.KINDS else None,
+            status=status if status in documents.DELIVERY_STATES else None,
+            entity=entity,
+        )
+        return render_template(
+            "finance/documents.html",
+            documents=[documents.document_body(session, d) for d in rows],
+            kinds=documents.KINDS,
+            states=documents.DELIVERY_STATES,
+            kind=kind or "",
+            status=status or "",
+            entity=entity or "",
+            smtp_configured=bool(svc.settings.smtp_host),
+            waiting=pending_count(session),
+        )
+
+
+@finance.get("/documents/<document_id>")
+def document_detail(document_id: str) -> str:
+    svc = services()
+    with svc.db.reading() as session:
+        document = documents.get_document(session, document_id)
+        return render_template(
+            "finance/document_detail.html",
+            d=documents.document_body(session, document, with_deliveries=True),
+            smtp_configured=bool(svc.settings.smtp_host),
+            form_key=uuid.uuid4().hex,  # a double submit of the credit-note form issues one note
+        )
+
+
+@finance.post("/documents/<document_id>/resend")
+def resend_document(document_id: str) -> WerkzeugResponse:
+    svc = services()
+    try:
+        with svc.db.unit_of_work() as uow:
+            request_resend(uow.session, document_id, requested_by=caller_actor().id)
+            uow.commit()
+    except DocumentError as exc:
+        flash(f"Not resent: {exc}", "error")
+        return redirect(url_for("finance.document_detail", document_id=document_id))
+    run = deliver_pending_documents(svc.db, svc.settings)
+    if run is None:
+        flash("Queued; SMTP is not configured, so it stays pending until SMTP_HOST is set.", "ok")
+    else:
+        flash(f"Queued and delivered: {run.sent} sent, {run.retried} to retry, {run.failed} failed.", "ok")
+    return redirect(url_for("finance.document_detail", document_id=document_id))
+
+
+@finance.post("/documents/<document_id>/credit-note")
+def create_credit_note(document_id: str) -> WerkzeugResponse:
+    form = request.form
+    currency = form.get("currency", "")
+    svc = services()
+    try:
+        amount = to_minor(form.get("amount", ""), currency)
+        with svc.db.unit_of_work() as uow:
+            note, _ = issue_credit_note(
+                uow.session,
+                document_id,
+                amount_minor=amount,
+                currency=currency,
+                reason=form.get("reason", ""),
+                idempotency_key=f"{document_id}:{form.get('idempotency_key') or uuid.uuid4().hex}",
+                issuer=document_issuer(svc.settings),
+                issued_by=caller_actor().id,
+            )
+            uow.commit()
+            note_id, number = note.id, note.number
+    except (MoneyError, DocumentError) as exc:
+        flash(f"No credit note: {exc}", "error")
+        return redirect(url_for("finance.document_detail", document_id=document_id))
+    deliver_pending_documents(svc.db, svc.settings)
+    flash(f"Credit note {number} issued.", "ok")
+    return redirect(url_for("finance.document_detail", document_id=note_id))

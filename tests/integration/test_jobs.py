@@ -39,6 +39,8 @@ def test_every_housekeeping_job_runs_on_a_fresh_deployment(app: Flask) -> None:
         "finance.treasury",
         "finance.ledger_verify",
         "finance.reconcile",
+        "finance.documents",
+        "finance.invoices",
         "policy.decision_log_retention",
     }
     assert jobs["finance.treasury"].seconds == svc.settings.treasury_interval_seconds

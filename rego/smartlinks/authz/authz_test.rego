@@ -128,3 +128,29 @@ test_a_request_without_a_method_is_judged_on_a_single_permission if {
 test_a_request_without_a_method_gets_no_method_specific_permission if {
 	denied_with({"subject": user(["admin"]), "request": {"endpoint": "decisions_api.decisions"}}, "unknown_endpoint") with data.config.authz.endpoints as per_method
 }
+
+# --- the self-service portal and onboarding -------------------------------------------------
+
+test_anyone_may_open_an_invitation if {
+	allowed(call(anonymous, "GET", "portal.invitation"))
+	allowed(call(anonymous, "POST", "portal.accept_invitation"))
+}
+
+test_portal_users_reach_their_own_part_of_the_portal_only if {
+	allowed(call(user(["affiliate"]), "GET", "portal.home"))
+	allowed(call(user(["affiliate"]), "GET", "portal_api.balances"))
+	allowed(call(user(["advertiser"]), "GET", "portal_api.dashboard"))
+	allowed(call(user(["advertiser"]), "GET", "portal_api.list_offers"))
+	denied_with(call(user(["affiliate"]), "GET", "portal_api.list_offers"), "forbidden")
+	denied_with(call(user(["advertiser"]), "PUT", "portal_api.put_payout_profile"), "forbidden")
+	denied_with(call(user(["affiliate"]), "POST", "onboarding_api.invite_affiliate"), "forbidden")
+	denied_with(call(user(["affiliate"]), "GET", "links_api.get_affiliate"), "forbidden")
+}
+
+test_operators_invite_and_auditors_only_read_onboarding if {
+	allowed(call(user(["operator"]), "POST", "onboarding_api.invite_advertiser"))
+	allowed(call(user(["operator"]), "GET", "onboarding_pages.affiliate_detail"))
+	allowed(call(user(["auditor"]), "GET", "onboarding_api.affiliate_acceptances"))
+	denied_with(call(user(["auditor"]), "POST", "onboarding_pages.invite_affiliate"), "forbidden")
+	denied_with(call(user(["policy_author"]), "GET", "onboarding_api.advertiser_acceptances"), "forbidden")
+}
