@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    false,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -97,6 +98,11 @@ class PayoutProfile(Base):
     threshold_currency: Mapped[str | None] = mapped_column(String(3))  # the currency threshold_minor is in
     on_hold: Mapped[bool] = mapped_column(Boolean, default=False)
     hold_reason: Mapped[str | None] = mapped_column(Text)
+    # The last change of method or destination: when, by whom, and whether the affiliate made it
+    # through the portal (the payouts policy holds such a destination for a while).
+    destination_changed_at: Mapped[datetime | None]
+    destination_changed_by: Mapped[str | None] = mapped_column(String(128))
+    destination_self_service: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

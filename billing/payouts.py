@@ -186,23 +186,39 @@ def treasury_available(session: Session, currency: str) -> int:
     return balance_of(account).available(AccountType.ASSET) if account else 0
 
 
+def affiliate_facts(
+    affiliate_id: str, affiliate: Affiliate | None, profile: PayoutProfile | None, now: datetime
+) -> dict[str, Any]:
+    """What the payouts policy knows of the affiliate (`state.affiliate`), from its row and its
+    payout profile: status, age, hold, method, and the last change of method or destination (the
+    policy holds a destination the affiliate changed themselves through the portal)."""
+    since = affiliate.created_at if affiliate is not None else now
+    changed_at = profile.destination_changed_at if profile is not None else None
+    return {
+        "id": affiliate_id,
+        "exists": affiliate is not None,
+        "status": affiliate.status if affiliate else None,
+        "age_days": max(0.0, (now - since).total_seconds() / 86400.0),
+        "on_hold": bool(profile.on_hold) if profile else False,
+        "payout_method": profile.method if profile else "none",
+        "has_destination": bool(profile and profile.destination_enc),
+        "destination": {
+            "self_service": bool(profile and profile.destination_self_service),
+            "changed_hours_ago": (
+                max(0.0, (now - changed_at).total_seconds() / 3600.0) if changed_at is not None else None
+            ),
+        },
+    }
+
+
 def policy_state(session: Session, payout: Payout, now: datetime, *, lock: bool = True) -> dict[str, Any]:
     """The facts the payouts policy judges a payout on (read in the deciding transaction; the
     treasury day row is locked on PostgreSQL so approvals of one currency are serialised)."""
     affiliate = session.get(Affiliate, payout.affiliate_id)
     profile = session.get(PayoutProfile, payout.affiliate_id)
     treasury = lock_treasury_day(session, payout.currency, now.date(), lock)
-    since = affiliate.created_at if affiliate is not None else now
     return {
-        "affiliate": {
-            "id": payout.affiliate_id,
-            "exists": affiliate is not None,
-            "status": affiliate.status if affiliate else None,
-            "age_days": max(0.0, (now - since).total_seconds() / 86400.0),
-            "on_hold": bool(profile.on_hold) if profile else False,
-            "payout_method": profile.method if profile else "none",
-            "has_destination": bool(profile and profile.destination_enc),
-        },
+        "affiliate": affiliate_facts(payout.affiliate_id, affiliate, profile, now),
         "payable": {"available": payable_available(session, payout.affiliate_id, payout.currency)},
         "treasury": {
             "available": treasury_available(session, payout.currency),

@@ -31,6 +31,7 @@ from billing.payouts import (
     PayoutError,
     PayoutState,
     action_params,
+    affiliate_facts,
     decide_payout,
     lock_treasury_day,
     new_payout,
@@ -323,15 +324,7 @@ def _decide_group(
         )
         facts.append(
             {
-                "affiliate": {
-                    "id": candidate.affiliate_id,
-                    "exists": affiliate is not None,
-                    "status": affiliate.status if affiliate else None,
-                    "age_days": max(0.0, (now - affiliate.created_at).total_seconds() / 86400.0) if affiliate else 0.0,
-                    "on_hold": bool(profile.on_hold) if profile else False,
-                    "payout_method": profile.method if profile else "none",
-                    "has_destination": bool(profile and profile.destination_enc),
-                },
+                "affiliate": affiliate_facts(candidate.affiliate_id, affiliate, profile, now),
                 "payable": {"available": owed.get(candidate.affiliate_id, 0)},
                 "payout": {
                     "id": payout_id,

@@ -92,3 +92,7 @@ test_every_configuration_action_has_its_roles_actor_kinds_and_bounds if {
 		}
 	}
 }
+
+test_payout_holds_are_configured if {
+	numbers_in("payouts", ["new_affiliate_hold_days", "destination_change_hold_hours"])
+}

@@ -348,7 +348,9 @@ def get_profile(affiliate_id: str) -> Response:
 def put_profile(affiliate_id: str) -> Response:
     data = PayoutProfileSchema().load(json_body())
     with services().db.unit_of_work() as uow:
-        profile = queries.save_profile(uow.session, payment_services().vault, affiliate_id, data)
+        profile = queries.save_profile(
+            uow.session, payment_services().vault, affiliate_id, data, changed_by=caller_actor().id
+        )
         uow.commit()
         return jsonify(queries.profile_body(affiliate_id, profile))
 

@@ -246,19 +246,38 @@ def profile_body(affiliate_id: str, profile: PayoutProfile | None) -> dict[str, 
         "on_hold": profile.on_hold,
         "hold_reason": profile.hold_reason,
         "updated_at": profile.updated_at.isoformat(),
+        "destination_changed_at": (
+            profile.destination_changed_at.isoformat() if profile.destination_changed_at else None
+        ),
+        "destination_self_service": profile.destination_self_service,
     }
 
 
-def save_profile(session: Session, vault: Vault, affiliate_id: str, data: dict[str, Any]) -> PayoutProfile:
+def save_profile(
+    session: Session,
+    vault: Vault,
+    affiliate_id: str,
+    data: dict[str, Any],
+    *,
+    changed_by: str | None = None,
+    self_service: bool = False,
+) -> PayoutProfile:
+    """Create or change an affiliate's payout profile. A change of method or destination records
+    when, by whom (`changed_by`) and whether the affiliate made it through the portal
+    (`self_service`): the payouts policy holds a self-service destination for a while."""
     if session.get(Affiliate, affiliate_id) is None:
         raise Problem(404, "Not Found", f"no affiliate {affiliate_id}")
     profile = session.get(PayoutProfile, affiliate_id)
     if profile is None:
         profile = PayoutProfile(affiliate_id=affiliate_id, method="none", on_hold=False)
         session.add(profile)
+    destination = data.get("destination")
+    if ("method" in data and data["method"] != profile.method) or destination:
+        profile.destination_changed_at = utcnow()
+        profile.destination_changed_by = changed_by
+        profile.destination_self_service = self_service
     if "method" in data:
         profile.method = data["method"]
-    destination = data.get("destination")
     if destination:
         if not vault.ready:
             raise Problem(

@@ -13,7 +13,6 @@ from server.auth.authz import current_subject
 from server.errors import Problem
 from server.extensions import services
 from server.finance import queries as finance_queries
-from server.finance.services import payment_services
 from server.governance.api import json_body
 from server.portal import queries
 from server.portal import services as onboarding
@@ -210,7 +209,17 @@ def list_payouts() -> Response:
 
 def _profile_body(affiliate_id: str, profile: Any) -> dict[str, Any]:
     body = finance_queries.profile_body(affiliate_id, profile)
-    return {k: body.get(k) for k in ("affiliate_id", "method", "destination", "threshold", "on_hold", "updated_at")}
+    keys = (
+        "affiliate_id",
+        "method",
+        "destination",
+        "threshold",
+        "on_hold",
+        "updated_at",
+        "destination_changed_at",
+        "destination_self_service",
+    )
+    return {k: body.get(k) for k in keys}
 
 
 @portal_api.get("/payout-profile")
@@ -225,12 +234,16 @@ def get_payout_profile() -> Response:
 def put_payout_profile() -> Response:
     svc = services()
     with svc.db.unit_of_work() as uow:
-        affiliate_id = portal_user(uow.session, svc.settings).affiliate_id
+        who = portal_user(uow.session, svc.settings)
+        affiliate_id = who.affiliate_id
         data = PortalPayoutProfileSchema().load(json_body())
         changes = {"method": data["method"]} | ({"destination": data["destination"]} if data["destination"] else {})
-        profile = finance_queries.save_profile(uow.session, payment_services().vault, affiliate_id, changes)
+        profile, changed = onboarding.save_own_payout_profile(uow.session, who, changes)
+        body = _profile_body(affiliate_id, profile)
         uow.commit()
-        return jsonify(_profile_body(affiliate_id, profile))
+    if changed:
+        onboarding.notify_destination_change(svc.settings, who.user.email, profile)
+    return jsonify(body)
 
 
 @portal_api.get("/offers")

@@ -11,22 +11,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-import smtplib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from billing.models import PayoutProfile
 from server.auth.models import User
 from server.auth.services import EMAIL_RE, AuthError, create_user
 from server.config import Settings
 from server.db import utcnow
 from server.errors import Problem
 from server.links.models import Advertiser, Affiliate
+from server.mail import send_mail
 from server.portal.models import PortalInvitation, TermsAcceptance
 from server.portal.terms import TermsDocument, client_hash, terms_for
 
@@ -325,26 +325,53 @@ def send_invitation_email(settings: Settings, *, to: str, entity: Entity, link: 
     """Email the invitation link through the SMTP settings. Returns what happened, for the staff
     member: "sent", "not configured" or "failed: <reason>" (the invitation stands either way; its
     link is shown to the staff member once). The link is never logged."""
-    if not settings.smtp_host:
-        return "not configured"
-    message = EmailMessage()
-    message["Subject"] = f"Your SmartLinks {entity.kind} portal invitation ({entity.name})"
-    message["From"] = settings.smtp_from
-    message["To"] = to
-    message.set_content(
-        f"Hello,\n\nyou are invited to the SmartLinks {entity.kind} portal for {entity.name}.\n\n"
-        f"Open this link to choose your password and accept the terms:\n\n{link}\n\n"
-        f"The link works once and expires on {expires_at.strftime('%Y-%m-%d %H:%M UTC')}.\n"
-        "If you did not expect this email, ignore it.\n"
+    return send_mail(
+        settings,
+        to=to,
+        subject=f"Your SmartLinks {entity.kind} portal invitation ({entity.name})",
+        body=(
+            f"Hello,\n\nyou are invited to the SmartLinks {entity.kind} portal for {entity.name}.\n\n"
+            f"Open this link to choose your password and accept the terms:\n\n{link}\n\n"
+            f"The link works once and expires on {expires_at.strftime('%Y-%m-%d %H:%M UTC')}.\n"
+            "If you did not expect this email, ignore it.\n"
+        ),
+        what=f"invitation email to the {entity.kind} {entity.id}",
     )
-    try:
-        with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=10) as smtp:
-            if settings.smtp_starttls:
-                smtp.starttls()
-            if settings.smtp_user:
-                smtp.login(settings.smtp_user, settings.smtp_password or "")
-            smtp.send_message(message)
-    except (OSError, smtplib.SMTPException) as exc:
-        log.warning("invitation email to the %s %s not sent: %s", entity.kind, entity.id, type(exc).__name__)
-        return f"failed: {type(exc).__name__}"
-    return "sent"
+
+
+# -- the affiliate's own payout profile ------------------------------------------------------------------
+def save_own_payout_profile(session: Session, who: Any, changes: dict[str, Any]) -> tuple[PayoutProfile, bool]:
+    """The affiliate changes their payout method or destination through the portal: recorded as a
+    self-service change, which the payouts policy holds for `destination_change_hold_hours` before
+    paying to it. Returns the profile and whether the method or destination changed."""
+    from server.finance.queries import save_profile
+    from server.finance.services import payment_services
+
+    before = session.get(PayoutProfile, who.affiliate_id)
+    changed_at = before.destination_changed_at if before is not None else None
+    profile = save_profile(
+        session,
+        payment_services().vault,
+        who.affiliate_id,
+        changes,
+        changed_by=f"user:{who.user.id}",
+        self_service=True,
+    )
+    return profile, profile.destination_changed_at != changed_at
+
+
+def notify_destination_change(settings: Settings, to: str, profile: PayoutProfile) -> str:
+    """Tell the affiliate their payout destination changed (a stolen login is noticed early)."""
+    return send_mail(
+        settings,
+        to=to,
+        subject="Your SmartLinks payout destination was changed",
+        body=(
+            "Hello,\n\nthe payout destination of your SmartLinks affiliate account was changed to "
+            f"{profile.method} {profile.destination_hint or ''} on "
+            f"{(profile.destination_changed_at or utcnow()).strftime('%Y-%m-%d %H:%M UTC')}.\n\n"
+            "Payouts to a new destination start after a holding period. If you did not make this "
+            "change, contact us at once: your account may be compromised.\n"
+        ),
+        what=f"destination change notice to the affiliate {profile.affiliate_id}",
+    )

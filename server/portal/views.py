@@ -20,7 +20,6 @@ from server.auth.csrf import csrf_ok
 from server.errors import Problem
 from server.extensions import services
 from server.finance import queries as finance_queries
-from server.finance.services import payment_services
 from server.portal import queries
 from server.portal import services as onboarding
 from server.portal.access import PortalUser, TermsRequired, base_url, client_facts, portal_user
@@ -176,13 +175,17 @@ def update_payout_profile() -> PageResult:
             return _profile_page(who, queries.profile_of(uow.session, affiliate_id), error=error, status=400)
         changes = {"method": method} | ({"destination": destination} if destination else {})
         try:
-            finance_queries.save_profile(uow.session, payment_services().vault, affiliate_id, changes)
+            profile, changed = onboarding.save_own_payout_profile(uow.session, who, changes)
         except Problem as exc:
             uow.rollback()
             return _profile_page(
                 who, queries.profile_of(uow.session, affiliate_id), error=exc.detail or exc.title, status=exc.status
             )
         uow.commit()
+    if changed:
+        onboarding.notify_destination_change(svc.settings, who.user.email, profile)
+        flash("Your payout profile is saved. Payouts to a new destination start after a holding period.")
+        return redirect(url_for("portal.payout_profile"), 303)
     flash("Your payout profile is saved.")
     return redirect(url_for("portal.payout_profile"), 303)
 

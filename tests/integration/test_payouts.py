@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from billing import accounts
-from billing.models import Alert, Payout, PayoutEvent
+from billing.models import Alert, Payout, PayoutEvent, PayoutProfile
 from billing.payouts import resume_payouts
 from billing.reconcile import reconcile
 from billing.treasury import run_treasury
@@ -309,3 +309,59 @@ def test_manual_payouts_are_judged_like_the_treasurys(app: Flask, client: FlaskC
     )
     assert fine.status_code == 201 and fine.json["payout"]["state"] == "submitted", fine.json
     assert_ledger_ok(app)
+
+
+def test_a_destination_changed_through_the_portal_is_held_before_it_is_paid(
+    app: Flask, stripe_proxy: StripeProxy
+) -> None:
+    """A stolen portal login must not redirect the next payout: the payouts policy holds a
+    destination the affiliate changed themselves for destination_change_hold_hours (48); a change
+    made by finance carries no hold."""
+    from server.finance.queries import save_profile
+
+    fund(app, 1_000_000)
+    add_affiliate(app, "aff_self")
+    add_affiliate(app, "aff_staff")
+    owe(app, "aff_self", 10_000)
+    owe(app, "aff_staff", 10_000)
+    vault = payment_services(app).vault
+    with services(app).db.unit_of_work() as uow:
+        mine = {"method": "stripe", "destination": "acct_attacker"}
+        save_profile(uow.session, vault, "aff_self", mine, changed_by="user:9", self_service=True)
+        theirs = {"method": "stripe", "destination": "acct_new_bank"}
+        save_profile(uow.session, vault, "aff_staff", theirs, changed_by="user:1", self_service=False)
+        uow.commit()
+
+    report = treasury(app)
+    assert (report.approved, report.denied) == (1, 1), report
+    found = payouts_of(app)
+    assert found["aff_self"].state == "voided"
+    assert [r["code"] for r in found["aff_self"].reasons] == ["destination_recently_changed"]
+    assert found["aff_staff"].state == "submitted"
+    assert stripe_proxy.state.transfers[found["aff_staff"].provider_ref]["destination"] == "acct_new_bank"
+    with services(app).db.unit_of_work() as uow:
+        decision = uow.session.get(Decision, found["aff_self"].decision_id)
+        assert decision is not None
+        assert decision.input["state"]["affiliate"]["destination"]["self_service"] is True
+        assert decision.input["state"]["affiliate"]["destination"]["changed_hours_ago"] < 1
+
+    # Two days later the new destination is paid.
+    with services(app).db.unit_of_work() as uow:
+        profile = uow.session.get(PayoutProfile, "aff_self")
+        assert profile is not None and profile.destination_changed_by == "user:9"
+        profile.destination_changed_at = utcnow() - timedelta(hours=49)
+        uow.commit()
+    later = treasury(app)
+    assert later.approved == 1, later
+    paid = [p for p in payouts_of_all(app) if p.affiliate_id == "aff_self" and p.state == "submitted"]
+    assert len(paid) == 1
+    assert stripe_proxy.state.transfers[paid[0].provider_ref]["destination"] == "acct_attacker"
+    assert_ledger_ok(app)
+
+
+def payouts_of_all(app: Flask) -> list[Payout]:
+    with services(app).db.unit_of_work() as uow:
+        rows = list(uow.session.scalars(select(Payout)))
+        for row in rows:
+            uow.session.expunge(row)
+        return rows

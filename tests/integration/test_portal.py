@@ -440,6 +440,31 @@ def test_the_payout_profile_goes_through_the_vault(app: Flask) -> None:
     assert form.status_code == 400 and "Choose a payout method" in form.get_data(as_text=True)
 
 
+def test_a_self_service_destination_change_is_recorded_and_confirmed_by_email(app: Flask, smtp: SmtpSink) -> None:
+    seed_network(app)
+    a = portal_client(app, "affiliate", "aff_a", "payee@example.com")
+    headers = api_csrf(a)
+    before = len(smtp.messages)
+    saved = a.put(
+        "/v1/portal/payout-profile", json={"method": "paypal", "destination": "payee@paypal.test"}, headers=headers
+    )
+    assert saved.status_code == 200 and saved.json["destination_self_service"] is True
+    assert saved.json["destination_changed_at"]
+    notices = smtp.messages[before:]
+    assert [m["To"] for m in notices] == ["payee@example.com"]
+    assert notices[0]["Subject"] == "Your SmartLinks payout destination was changed"
+    assert "payee@paypal.test" not in notices[0].get_payload()  # masked in the notice too
+    with services(app).db.session() as session:
+        profile = session.get(PayoutProfile, "aff_a")
+        assert profile is not None and profile.destination_self_service
+        assert profile.destination_changed_by and profile.destination_changed_by.startswith("user:")
+    # The same method without a new destination changes nothing: no notice.
+    assert a.put("/v1/portal/payout-profile", json={"method": "paypal"}, headers=headers).status_code == 200
+    assert len(smtp.messages) == before + 1
+    page = a.get("/portal/payout-profile").get_data(as_text=True)
+    assert 'id="profile-changed"' in page and "holding period" in page
+
+
 def test_staff_invite_from_the_affiliate_page_and_see_acceptances(app: Flask, client: FlaskClient) -> None:
     seed_network(app)
     make_user(app, "operator", "op@example.com")

@@ -182,6 +182,26 @@ has_payout_method if {
 	affiliate.has_destination == true
 }
 
+# A destination the affiliate changed themselves (the portal) is not paid until
+# destination_change_hold_hours have passed: a stolen portal login must not be able to redirect
+# the next payout. A change made by staff (finance) carries no hold. Missing facts (an older
+# caller) mean no recorded change.
+destination := d if {
+	d := affiliate.destination
+	is_object(d)
+} else := {}
+
+deny contains {
+	"code": "destination_recently_changed",
+	"policy": "payouts",
+	"message": sprintf("the payout destination was changed through the portal %v hours ago; it is paid after %v hours", [round(destination.changed_hours_ago * 10) / 10, cfg.destination_change_hold_hours]),
+} if {
+	moves_money
+	destination.self_service == true
+	is_number(destination.changed_hours_ago)
+	destination.changed_hours_ago < cfg.destination_change_hold_hours
+}
+
 deny contains {
 	"code": "affiliate_in_hold_period",
 	"policy": "payouts",

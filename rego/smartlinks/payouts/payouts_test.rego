@@ -88,6 +88,19 @@ test_affiliate_conditions if {
 	codes(payouts.deny) == {"affiliate_in_hold_period"} with input as request("payout.create", treasury, {}, aff({"age_days": null}))
 }
 
+test_a_destination_changed_through_the_portal_waits_for_the_hold if {
+	recent := aff({"destination": {"self_service": true, "changed_hours_ago": 2.5}})
+	codes(payouts.deny) == {"destination_recently_changed"} with input as request("payout.create", treasury, {}, recent)
+	past := aff({"destination": {"self_service": true, "changed_hours_ago": 48}})
+	payouts.deny == set() with input as request("payout.create", treasury, {}, past)
+	by_staff := aff({"destination": {"self_service": false, "changed_hours_ago": 0.1}})
+	payouts.deny == set() with input as request("payout.create", treasury, {}, by_staff)
+	never := aff({"destination": {"self_service": false, "changed_hours_ago": null}})
+	payouts.deny == set() with input as request("payout.create", treasury, {}, never)
+	payouts.deny == set() with input as request("payout.create", treasury, {}, recent)
+		with data.config.payouts.destination_change_hold_hours as 2
+}
+
 test_live_payouts_need_live_enabled_and_live_mode if {
 	live := request("payout.create", treasury, {"payments_mode": "live"}, {})
 	codes(payouts.deny) == {"live_payouts_disabled", "live_payout_outside_live_mode"} with input as live
