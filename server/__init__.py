@@ -56,6 +56,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     from server.health import health
     from server.links.api import links_api
     from server.links.views import links_pages
+    from server.observability.web import observability, register_request_observability
     from server.pages.views import pages
     from server.policies.api import policies_api
     from server.policies.bundle_server import opa_bundles
@@ -65,9 +66,11 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
     init_extensions(app, settings)
     register_error_handlers(app)
+    register_request_observability(app)
     app.before_request(authorize_request)
     for blueprint in (
         health,
+        observability,
         auth,
         pages,
         decisions_api,

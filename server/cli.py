@@ -18,7 +18,7 @@ import click
 from server.ai.cli import register as register_ai_commands
 from server.autopilot.cli import register as register_autopilot_commands
 from server.autopilot.cli import start_scheduler
-from server.config import ConfigError, Settings
+from server.config import ConfigError, Settings, log_format_from_env
 from server.finance.cli import register as register_finance_commands
 from server.policies.cli import register as register_policy_commands
 
@@ -36,10 +36,13 @@ def _settings() -> Settings:
 @click.option("--log-level", default=None, help="Logging level (default: LOG_LEVEL or INFO).")
 def main(log_level: str | None) -> None:
     """SmartLinks Autopilot: governed traffic optimisation and payouts."""
-    logging.basicConfig(
-        level=(log_level or os.environ.get("LOG_LEVEL", "INFO")).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from server.observability.logs import configure_logging
+
+    try:
+        log_format = log_format_from_env(os.environ)
+        configure_logging(log_level or os.environ.get("LOG_LEVEL", "INFO"), log_format)
+    except (ConfigError, ValueError) as exc:
+        raise click.ClickException(f"logging cannot be configured: {exc}") from exc
 
 
 # -- database -------------------------------------------------------------------------------------
@@ -245,11 +248,15 @@ def serve(host: str | None, port: int | None, workers: int | None, dev: bool) ->
     at /opa/bundles/active; then start the primary OPA sidecar and the shadow sidecar, both
     polling it (long polling, signed bundles, status and decision logs reported back). With
     OPA_URL the external sidecar is used as it is configured (opa/bundle-server.yaml feeds it from this server)."""
+    from server.observability.metrics import use_multiprocess_dir
     from server.policies.serving import BootstrapError, SidecarPlan, bootstrap, plan_sidecars
 
     settings = _settings()
     host = host or settings.host
     port = port or settings.port
+    # Before anything creates a metric: this process (the scheduler) and gunicorn's workers write
+    # their metrics to files there, and a scrape of /metrics on any worker adds them all up.
+    use_multiprocess_dir(Path(settings.var_dir) / "metrics")
     env = dict(os.environ)
     plan: SidecarPlan | None = None
     if settings.opa_url is None:

@@ -28,7 +28,9 @@ SECRET_FIELDS = (
     "smtp_password",
     "openai_api_key",
     "opa_bundle_token",
+    "metrics_token",
 )
+LOG_FORMATS = ("text", "json")
 ENVIRONMENTS = ("development", "test", "production")
 MODES = ("test", "live", "shadow")
 
@@ -109,6 +111,10 @@ class Settings:
     bootstrap_admin_email: str = "admin@smartlinks.local"
     bootstrap_admin_password: str | None = None
     log_level: str = "INFO"
+    # Observability (server/observability; docs/operations.md "Monitoring").
+    log_format: str = "text"  # json by default in production: one JSON object per line
+    metrics_token: str | None = None  # bearer token of GET /metrics
+    metrics_public: bool = False  # /metrics without a token (a private network only)
     policy_revision: str | None = None
     # Click path and conversions (server/clicks, docs/operations.md "Clicks and conversions").
     click_flush_interval: float = 0.2
@@ -218,6 +224,9 @@ class Settings:
             bootstrap_admin_email=_read(env, "BOOTSTRAP_ADMIN_EMAIL") or defaults.bootstrap_admin_email,
             bootstrap_admin_password=_read(env, "BOOTSTRAP_ADMIN_PASSWORD"),
             log_level=(_read(env, "LOG_LEVEL") or "INFO").upper(),
+            log_format=log_format_from_env(env),
+            metrics_token=_read(env, "METRICS_TOKEN") or None,
+            metrics_public=_bool(env, "METRICS_PUBLIC", defaults.metrics_public),
             policy_revision=_read(env, "SMARTLINKS_POLICY_REVISION") or None,
             click_flush_interval=_float(env, "CLICK_FLUSH_INTERVAL", defaults.click_flush_interval),
             click_flush_size=_int(env, "CLICK_FLUSH_SIZE", defaults.click_flush_size),
@@ -249,6 +258,10 @@ class Settings:
                 )
             if not self.session_cookie_secure:
                 raise ConfigError("production requires SESSION_COOKIE_SECURE=true (pages are served over HTTPS)")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
+        if self.metrics_token is not None and len(self.metrics_token) < 32:
+            raise ConfigError("METRICS_TOKEN must have at least 32 characters")
         if self.opa_timeout <= 0 or self.opa_connect_timeout <= 0:
             raise ConfigError("OPA_TIMEOUT and OPA_CONNECT_TIMEOUT must be positive")
         self._check_clicks_and_autopilot()
@@ -308,6 +321,12 @@ class Settings:
                 value = _redact_url(str(value))
             out[f.name] = value
         return out
+
+
+def log_format_from_env(env: Mapping[str, str]) -> str:
+    """LOG_FORMAT (text or json; checked by Settings.check): json by default in production."""
+    environment = (_read(env, "SMARTLINKS_ENV") or "development").lower()
+    return (_read(env, "LOG_FORMAT") or ("json" if environment == "production" else "text")).lower()
 
 
 def _payment_settings(env: Mapping[str, str], defaults: Settings) -> dict[str, Any]:

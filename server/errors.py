@@ -64,7 +64,7 @@ def problem_response(
 def wants_api() -> bool:
     """API callers get problem+json: paths under /v1, /webhooks, /opa, or a JSON Accept header."""
     path = request.path
-    if path.startswith(("/v1/", "/webhooks/", "/opa/", "/postback")) or path in ("/healthz", "/readyz"):
+    if path.startswith(("/v1/", "/webhooks/", "/opa/", "/postback")) or path in ("/healthz", "/readyz", "/metrics"):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json", "application/problem+json"])
     return best in ("application/json", "application/problem+json")
@@ -99,5 +99,18 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response | tuple[str, int]:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return _problem(Problem(500, "Internal Server Error", "an unexpected error occurred; it has been logged"))
+        # Logged once here (with the stack and the request id of every line of the request),
+        # counted in smartlinks_unhandled_exceptions_total, and answered with the request id
+        # so that a caller's report leads to this log line.
+        from server.observability.web import count_unhandled_exception
+
+        request_id = count_unhandled_exception()
+        # The route's pattern, not the path: a path can carry a secret (an invitation token).
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        log.exception("unhandled error on %s %s", request.method, rule)
+        detail = "an unexpected error occurred; it has been logged"
+        if request_id:
+            detail += f" with request id {request_id}"
+        return _problem(
+            Problem(500, "Internal Server Error", detail, extra={"request_id": request_id} if request_id else None)
+        )

@@ -1,8 +1,9 @@
 """Every request is authorised by the `authz` policy in the OPA sidecar, deny by default.
 
-Public endpoints (click redirect, postback, signed webhooks, login, health) are named in the
-policy's data; the server caches that list per bundle revision so that the click path makes no
-OPA call. Liveness and readiness answer even when OPA is down, so they are public in code too."""
+Public endpoints (click redirect, postback, signed webhooks, login, health, metrics) are named in
+the policy's data; the server caches that list per bundle revision so that the click path makes
+no OPA call. Liveness, readiness and metrics (which checks its own bearer token) answer even when
+OPA is down, so they are public in code too."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ ALWAYS_PUBLIC = frozenset(
     {
         "health.healthz",
         "health.readyz",
+        "observability.metrics",  # checks METRICS_TOKEN itself; scrapes must work while OPA is down
         "static",
         "api_meta.openapi",
         "opa_bundles.bundle",

@@ -11,7 +11,8 @@ process keeps trying and takes over within `ttl` (30 s) of the holder's death.
 Housekeeping jobs (`server.jobs.housekeeping_jobs`: the treasury, booking conversions, resuming
 payouts, delivering alerts, reconciliation, ledger verification, decision-log retention) run on
 the same scheduler under the same lease, each at its own interval; one failing is logged and
-tried again at its next run, never stopping the others."""
+tried again at its next run, never stopping the others. Every run of a job by the lease holder is
+counted and timed by job name (smartlinks_job_* metrics: runs, failures, seconds, last success)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from server.autopilot.lease import Lease, default_owner
 from server.autopilot.services import CycleResult, run_budget_arbitrage, run_links_cycle
 from server.db import Database
 from server.governance.gateway import Gateway
+from server.observability.metrics import metrics
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +97,10 @@ class AutopilotScheduler:
         with self.lease.exclusive() as alone:
             if not alone:
                 return None
-            results = run_links_cycle(
-                self.db, self.gateway, rng=self.rng, clock=self.clock, trigger="schedule", owner=self.owner
-            )
+            with metrics().job_run("autopilot.links"):
+                results = run_links_cycle(
+                    self.db, self.gateway, rng=self.rng, clock=self.clock, trigger="schedule", owner=self.owner
+                )
             with self._lock:
                 self.cycles += 1
             outcomes: dict[str, int] = {}
@@ -112,7 +115,7 @@ class AutopilotScheduler:
         with self.lease.exclusive() as alone:
             if not alone:
                 return None
-            with self.db.unit_of_work() as uow:
+            with metrics().job_run("autopilot.budget"), self.db.unit_of_work() as uow:
                 results = run_budget_arbitrage(
                     uow.session, self.gateway, now=self.clock(), trigger="schedule", owner=self.owner
                 )
@@ -126,14 +129,16 @@ class AutopilotScheduler:
         never delays the allocation cycles)."""
         if self.ai_cycle is None or not self.holds_lease():
             return None
-        return self.ai_cycle()
+        with metrics().job_run("ai.supervisor"):
+            return self.ai_cycle()
 
     def run_job(self, job: Job) -> object | None:
         """Run a housekeeping job if this process holds the lease; its failure is logged."""
         if not self.holds_lease():
             return None
         try:
-            result = job.run()
+            with metrics().job_run(job.name):
+                result = job.run()
         except Exception:
             log.exception("scheduled job %s failed; it runs again in %.0f s", job.name, job.seconds)
             return None

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from server.db import json_safe, new_id
 from server.governance.clamp import ClampError, apply_clamp
 from server.governance.models import Decision
+from server.observability.metrics import metrics
 from server.policy.opa_client import OPA_MALFORMED, OPA_UNDEFINED, OpaClient, OpaError
 
 log = logging.getLogger(__name__)
@@ -393,6 +394,7 @@ class Gateway:
         session.connection().execute(_INSERT_DECISION, {c: getattr(record, c) for c in _DECISION_COLUMNS})
         if self.shadow is not None and resolution.error_code is None:
             self.shadow(record)
+        metrics().decided(record.action_type, record.outcome, time.perf_counter() - started)
         return outcome
 
     def _execute(self, session: Session, outcome: Outcome, execute: Executor) -> None:
@@ -634,6 +636,9 @@ class Gateway:
             for outcome in outcomes:
                 if outcome.record.error_code is None:
                     self.shadow(outcome.record)
+        metrics().decided_many(
+            ((o.record.action_type, o.record.outcome) for o in outcomes), time.perf_counter() - started
+        )
         return outcomes
 
     @staticmethod

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.observability.metrics import metrics
+
 OPA_UNAVAILABLE = "opa_unavailable"
 OPA_TIMEOUT = "opa_timeout"
 OPA_UNDEFINED = "opa_undefined"
@@ -159,8 +161,18 @@ class OpaClient:
     # -- API ----------------------------------------------------------------------------------
     def query(self, path: str, input_doc: Any, *, timeout: float | None = None) -> OpaAnswer:
         """POST /v1/data/<path> and return the result; raise OpaError on anything unusable.
-        `timeout` (seconds) replaces the client's read timeout for this query (a batch query)."""
+        `timeout` (seconds) replaces the client's read timeout for this query (a batch query).
+        Timed and, when it fails, counted by reason code (smartlinks_opa_* metrics)."""
         started = time.perf_counter()
+        try:
+            answer = self._query(path, input_doc, timeout, started)
+        except OpaError as exc:
+            metrics().opa_queried(time.perf_counter() - started, exc.code)
+            raise
+        metrics().opa_queried(time.perf_counter() - started)
+        return answer
+
+    def _query(self, path: str, input_doc: Any, timeout: float | None, started: float) -> OpaAnswer:
         body = json.dumps({"input": input_doc}, separators=(",", ":"), default=str).encode()
         try:
             reply = self._request("POST", f"/v1/data/{path.strip('/')}?provenance=true", body, timeout)

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from server.cli import main
 from server.policy.sidecar import OpaSidecar, free_loopback_port
 from tests.conftest import OPA_BIN, TEST_SECRET
+from tests.support.postgres import wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -127,9 +128,13 @@ def test_opa_accepts_the_generated_config_and_uses_the_token_file(tmp_path: Path
     config.write_text(printed.output)
     assert json.loads(printed.output)["labels"]["sidecar"] == "primary"
 
-    sidecar = OpaSidecar(OPA_BIN, None, tmp_path / "opa.log", port=free_loopback_port(), config_file=config, env={})
+    _BundleServer.seen = []
+    port = free_loopback_port()
+    sidecar = OpaSidecar(OPA_BIN, None, tmp_path / "opa.log", port=port, config_file=config, env={})
     sidecar.start()
     try:
+        # OPA's plugins start before its HTTP listener: wait for both.
+        wait_port("127.0.0.1", port, 15)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not any(
             p.startswith("/opa/bundles/active") for p, _ in _BundleServer.seen
