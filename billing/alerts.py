@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import smtplib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session
 from billing.ledger import rowcount
 from billing.models import Alert, AlertDelivery
 from server.db import json_safe, utcnow
+from server.mail import smtp_send
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +136,15 @@ class EmailChannel:
             f"{alert.title}\n\n{alert.detail}\n\nkind: {alert.kind}\nalert: {alert.id}\n"
             f"first seen: {alert.first_seen_at.isoformat()}\n\n{json.dumps(alert.data, indent=2, default=str)}\n"
         )
-        with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
-            if self.starttls:
-                smtp.starttls()
-            if self.username:
-                smtp.login(self.username, self.password or "")
-            smtp.send_message(message)
+        smtp_send(
+            message,
+            host=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            starttls=self.starttls,
+            timeout=self.timeout,
+        )
 
 
 def deliver_alerts(session_factory: Callable[[], Session], channels: Sequence[Channel]) -> int:

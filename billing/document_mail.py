@@ -33,6 +33,7 @@ from billing.alerts import raise_alert
 from billing.documents import claim_delivery
 from billing.models import DocumentDelivery, FinancialDocument
 from server.db import utcnow
+from server.mail import smtp_send
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,15 @@ class DocumentMailer:
     def send(self, message: EmailMessage) -> None:
         """Send one message; a 5xx answer is a PermanentFailure, anything else may be retried."""
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
-                if self.starttls:
-                    smtp.starttls()
-                if self.username:
-                    smtp.login(self.username, self.password or "")
-                smtp.send_message(message)
+            smtp_send(
+                message,
+                host=self.host,
+                port=self.port,
+                username=self.username,
+                password=self.password,
+                starttls=self.starttls,
+                timeout=self.timeout,
+            )
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             if all(500 <= code < 600 for code in codes):

@@ -14,6 +14,27 @@ from server.config import Settings
 log = logging.getLogger(__name__)
 
 
+def smtp_send(
+    message: EmailMessage,
+    *,
+    host: str,
+    port: int,
+    username: str | None = None,
+    password: str | None = None,
+    starttls: bool = False,
+    timeout: float = 10.0,
+) -> None:
+    """Send one message through an SMTP server (STARTTLS and login when configured); SMTP and
+    socket errors propagate for the caller to classify. The one SMTP client of the project: alert
+    emails (billing/alerts.py), financial documents (billing/document_mail.py) and `send_mail`."""
+    with smtplib.SMTP(host, port, timeout=timeout) as smtp:
+        if starttls:
+            smtp.starttls()
+        if username:
+            smtp.login(username, password or "")
+        smtp.send_message(message)
+
+
 def send_mail(settings: Settings, *, to: str, subject: str, body: str, what: str) -> str:
     """Send one text email. Returns "sent", "not configured" or "failed: <error class>"; never
     raises for a mail problem and never logs the body (it may hold a link that is a credential).
@@ -26,12 +47,14 @@ def send_mail(settings: Settings, *, to: str, subject: str, body: str, what: str
     message["To"] = to
     message.set_content(body)
     try:
-        with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=10) as smtp:
-            if settings.smtp_starttls:
-                smtp.starttls()
-            if settings.smtp_user:
-                smtp.login(settings.smtp_user, settings.smtp_password or "")
-            smtp.send_message(message)
+        smtp_send(
+            message,
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_user,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+        )
     except (OSError, smtplib.SMTPException) as exc:
         log.warning("%s not sent: %s", what, type(exc).__name__)
         return f"failed: {type(exc).__name__}"

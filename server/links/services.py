@@ -592,7 +592,7 @@ def get_campaign(session: Session, campaign_id: str) -> Campaign:
 
 
 def create_campaign(session: Session, data: Mapping[str, Any], *, campaign_id: str | None = None) -> Campaign:
-    """Create a campaign, ungoverned: the building block of `configure_campaign`."""
+    """Create a campaign, ungoverned: the building block of `open_campaign`."""
     _require(session, TrafficSource, data["traffic_source_id"], "traffic source", "traffic_source_id")
     if data.get("link_id") is not None:
         _require(session, SmartLink, data["link_id"], "link", "link_id")
