@@ -27,7 +27,7 @@ from server.policy.bundle import (
     file_sha256,
     policy_revision,
 )
-from server.policy.sidecar import OpaSidecar, SidecarError, active_revision
+from server.policy.sidecar import DEFAULT_GOGC, OpaSidecar, SidecarError, active_revision
 
 REPO = Path(__file__).resolve().parents[2]
 OPA = REPO / ".tools" / "bin" / "opa"
@@ -240,6 +240,24 @@ def test_sidecar_serves_bundle_and_reports_revision(sidecar: OpaSidecar, bundle:
     assert active_revision(sidecar.url) == "rev-one"
     # Test files were not shipped.
     assert query(sidecar.url, "demo/test_allow").get("result") is None
+
+
+def test_sidecar_gets_a_gc_target_unless_the_environment_sets_one(
+    opa_bin: Path, bundle: BundleInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GOGC=400 by default (the decision tail, docs/benchmarks.md); an operator's GOGC wins."""
+
+    def environ_of(car: OpaSidecar) -> dict[str, str]:
+        assert car.pid is not None
+        raw = Path(f"/proc/{car.pid}/environ").read_bytes()
+        return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+    monkeypatch.delenv("GOGC", raising=False)
+    with OpaSidecar(opa_bin, bundle.path, tmp_path / "a.log") as car:
+        assert environ_of(car)["GOGC"] == DEFAULT_GOGC == "400"
+    monkeypatch.setenv("GOGC", "150")
+    with OpaSidecar(opa_bin, bundle.path, tmp_path / "b.log") as car:
+        assert environ_of(car)["GOGC"] == "150"
 
 
 def test_supervision_restarts_killed_opa(sidecar: OpaSidecar, caplog: pytest.LogCaptureFixture) -> None:
