@@ -45,6 +45,10 @@ class LinkConfigureSchema(Schema):
     algorithm_params = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=64)), required=True)
 
 
+class LinkCommissionSchema(Schema):
+    commission_rate = fields.Float(required=True, validate=validate.Range(min=0.0, max=1.0), allow_nan=False)
+
+
 class CampaignConfigureSchema(Schema):
     daily_budget = fields.Float(required=True, validate=validate.Range(min=0.0), allow_nan=False)
     daily_cap = fields.Float(required=True, validate=validate.Range(min=0.0), allow_nan=False)
@@ -96,6 +100,12 @@ for _action in (
     ActionType("budget.reallocate", "Move daily budget between campaigns", BudgetsSchema, ("account", "network")),
     ActionType(
         "link.configure", "Change a smart link's allocation algorithm or its parameters", LinkConfigureSchema, ("link",)
+    ),
+    ActionType(
+        "link.commission",
+        "Change the affiliate's share (commission rate) of a smart link's revenue",
+        LinkCommissionSchema,
+        ("link",),
     ),
     ActionType(
         "campaign.configure",

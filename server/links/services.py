@@ -432,33 +432,56 @@ def update_link(session: Session, link_id: str, changes: Mapping[str, Any]) -> S
 def configure_link(
     session: Session, gateway: Gateway, actor: Actor, link_id: str, changes: Mapping[str, Any]
 ) -> tuple[SmartLink, Outcome | None]:
-    """A person's or a service's edit of a link. A change of its algorithm or of the algorithm's
-    parameters is the governed `link.configure` action: the whole edit is applied only when the
-    policy allows, in the transaction that records the decision (the outcome is None when neither
-    changes: names, the fallback offer and the commission are descriptive data)."""
+    """A person's or a service's edit of a link. Two changes are governed actions: the commission
+    rate (`link.commission`: the affiliate's share, what payouts pay) and the algorithm or its
+    parameters (`link.configure`). The whole edit is applied only when every governed change in it
+    is allowed, in the transaction that records the decisions; the outcome returned is the denying
+    one, else the last one (None when only descriptive data changes: the name, the fallback offer)."""
     link = get_link(session, link_id)
     resolved = _resolved_algorithm(link, changes)
     algorithm = str(resolved.get("algorithm", link.algorithm))
     params = resolved.get("algorithm_params", link.algorithm_params)
-    if algorithm == link.algorithm and params == link.algorithm_params:
+    rate = changes.get("commission_rate")
+    actions: list[tuple[Action, dict[str, Any]]] = []
+    if rate is not None and Decimal(rate) != Decimal(link.commission_rate):
+        actions.append(
+            (
+                Action(
+                    type="link.commission",
+                    actor=actor,
+                    target=Target(kind="link", id=link.id),
+                    params={"commission_rate": float(rate)},
+                ),
+                {"commission_rate": float(link.commission_rate)},
+            )
+        )
+    if algorithm != link.algorithm or params != link.algorithm_params:
+        actions.append(
+            (
+                Action(
+                    type="link.configure",
+                    actor=actor,
+                    target=Target(kind="link", id=link.id),
+                    params={"algorithm": algorithm, "algorithm_params": dict(params)},
+                ),
+                {"algorithm": link.algorithm, "algorithm_params": dict(link.algorithm_params)},
+            )
+        )
+    if not actions:
         return update_link(session, link_id, changes), None
 
     def apply(db: Session, _params: dict[str, Any]) -> str:
         update_link(db, link_id, changes)
         return algorithm
 
-    outcome = gateway.decide(
-        session,
-        Action(
-            type="link.configure",
-            actor=actor,
-            target=Target(kind="link", id=link.id),
-            params={"algorithm": algorithm, "algorithm_params": dict(params)},
-        ),
-        state={"algorithm": link.algorithm, "algorithm_params": dict(link.algorithm_params)},
-        caller=actor,
-        execute=apply,
-    )
+    outcome: Outcome | None = None
+    for position, (action, state) in enumerate(actions):
+        last = position == len(actions) - 1
+        # Every decision is recorded; the edit runs inside the last one, once all were allowed.
+        outcome = gateway.decide(session, action, state=state, caller=actor, execute=apply if last else None)
+        if not outcome.allow:
+            break
+    assert outcome is not None
     _raise_if_failed(outcome)
     return link, outcome
 

@@ -542,6 +542,48 @@ def test_link_algorithm_changes_are_decided_by_policy(
     assert renamed.status_code == 200 and renamed.json["decision"] is None
 
 
+def test_commission_changes_are_decided_by_policy(app: Flask, client: FlaskClient, operator: dict[str, str]) -> None:
+    world = seed(client, operator)
+    link = created(make_link(client, operator, world, algorithm="ucb"))  # commission 0.7 by default
+    url = f"/v1/links/{link['id']}"
+    same = client.patch(url, json={"commission_rate": "0.7000", "name": "Same rate"}, headers=operator)
+    assert same.status_code == 200 and same.json["decision"] is None  # no change of the rate
+
+    moved = client.patch(url, json={"commission_rate": "0.75"}, headers=operator)
+    assert moved.status_code == 200 and moved.json["commission_rate"] == "0.7500"
+    with services(app).db.unit_of_work() as uow:
+        record = uow.session.get(Decision, moved.json["decision"]["decision_id"])
+        assert record is not None and record.action_type == "link.commission" and record.executed
+        assert record.input["action"]["params"] == {"commission_rate": 0.75}
+        assert record.input["state"] == {"commission_rate": 0.7}
+
+    # A typo-sized jump is refused and nothing of the edit is applied.
+    typo = problem(client.patch(url, json={"commission_rate": "0.075", "name": "Typo"}, headers=operator), 403)
+    assert {r["code"] for r in typo["reasons"]} == {"commission_change_too_large"}
+    after = client.get(url, headers=operator).json
+    assert after["commission_rate"] == "0.7500" and after["name"] == "Same rate"
+
+    # With an algorithm change in the same edit: the commission is denied, so the algorithm is not
+    # even decided and nothing changes.
+    both = problem(
+        client.patch(url, json={"commission_rate": "0.99", "algorithm": "thompson_sampling"}, headers=operator), 403
+    )
+    assert {r["code"] for r in both["reasons"]} == {"commission_change_too_large", "commission_out_of_bounds"}
+    assert client.get(url, headers=operator).json["algorithm"] == "ucb"
+    assert count(app, Decision, Decision.target_id == link["id"], Decision.action_type == "link.configure") == 0
+
+    # Both allowed: two decisions, the edit applied once, inside the second.
+    ok = client.patch(url, json={"commission_rate": "0.8", "algorithm": "thompson_sampling"}, headers=operator)
+    assert ok.status_code == 200 and ok.json["algorithm"] == "thompson_sampling"
+    assert ok.json["commission_rate"] == "0.8000"
+    assert ok.json["decision"]["outcome"] == "allowed"
+    with services(app).db.unit_of_work() as uow:
+        kinds = uow.session.scalars(
+            select(Decision.action_type).where(Decision.target_id == link["id"], Decision.outcome == "allowed")
+        ).all()
+        assert sorted(kinds).count("link.commission") == 2 and kinds.count("link.configure") == 1
+
+
 def test_configuration_fails_closed_when_opa_is_unreachable(app: Flask, operator: dict[str, str]) -> None:
     from server.governance.gateway import Actor, Gateway
     from server.links import services as links

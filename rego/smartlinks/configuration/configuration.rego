@@ -4,6 +4,10 @@
 # link.configure: a smart link's allocation algorithm or its parameters change.
 #   params: {algorithm, algorithm_params} as they would be after the change;
 #   state: {algorithm, algorithm_params} as they are.
+# link.commission: the affiliate's share of a link's revenue changes (what the
+#   payouts pay). params: {commission_rate} after, state: {commission_rate} now;
+#   the rate stays within bounds and moves at most max_change per edit (a typo
+#   such as 0.07 -> 0.70 is refused, not paid out).
 # campaign.configure: a campaign is created, or its daily budget, daily cap or
 #   status changes. params: {daily_budget, daily_cap, status, currency} after the
 #   change; state: {campaign: {...} or null when it is new, others_total: the
@@ -17,7 +21,7 @@ package smartlinks.configuration
 import data.config.budget_arbitrage as budget_cfg
 import data.config.configuration as cfg
 
-action_types := {"link.configure", "campaign.configure"}
+action_types := {"link.configure", "link.commission", "campaign.configure"}
 
 action_type := input.action.type
 
@@ -62,7 +66,7 @@ deny contains {
 	actor_kind := object.get(actor, "kind", "unknown")
 }
 
-target_kind := {"link.configure": "link", "campaign.configure": "campaign"}
+target_kind := {"link.configure": "link", "link.commission": "link", "campaign.configure": "campaign"}
 
 deny contains {
 	"code": "invalid_target",
@@ -117,6 +121,53 @@ within(value, bound) if {
 	is_number(value)
 	value >= bound.min
 	value <= bound.max
+}
+
+# --- link.commission -------------------------------------------------------------
+
+rate := params.commission_rate
+
+valid_rate(value) if {
+	is_number(value)
+	value >= 0
+	value <= 1
+}
+
+deny contains {
+	"code": "invalid_params",
+	"policy": "configuration",
+	"message": sprintf("link.commission needs params.commission_rate and state.commission_rate in [0, 1], got %v and %v", [after, before]),
+} if {
+	action_type == "link.commission"
+	after := object.get(params, "commission_rate", null)
+	before := object.get(state, "commission_rate", null)
+	not rates_given
+}
+
+rates_given if {
+	valid_rate(params.commission_rate)
+	valid_rate(state.commission_rate)
+}
+
+deny contains {
+	"code": "commission_out_of_bounds",
+	"policy": "configuration",
+	"message": sprintf("a commission rate of %v is outside [%v, %v]", [rate, bounds.min, bounds.max]),
+} if {
+	action_type == "link.commission"
+	bounds := cfg.link.commission
+	valid_rate(rate)
+	not within(rate, bounds)
+}
+
+deny contains {
+	"code": "commission_change_too_large",
+	"policy": "configuration",
+	"message": sprintf("the commission rate may move by at most %v per change, not %v -> %v", [cfg.link.commission.max_change, state.commission_rate, rate]),
+} if {
+	action_type == "link.commission"
+	rates_given
+	abs(rate - state.commission_rate) > cfg.link.commission.max_change + 1e-9
 }
 
 # --- campaign.configure ----------------------------------------------------------

@@ -38,7 +38,7 @@ budget(amount, cap, status) := {"daily_budget": amount, "daily_cap": cap, "statu
 codes(deny) := {reason.code | some reason in deny}
 
 test_it_handles_link_and_campaign_configuration if {
-	configuration.action_types == {"link.configure", "campaign.configure"}
+	configuration.action_types == {"link.configure", "link.commission", "campaign.configure"}
 	smartlinks.handler == "configuration" with input as campaign_change(budget(200, 500, "active"), 1000)
 }
 
@@ -137,4 +137,49 @@ test_the_caller_may_hold_the_role_in_a_gate_query if {
 
 test_no_obligations if {
 	configuration.obligations == {} with input as campaign_change(budget(100, 500, "active"), 0)
+}
+
+# --- commission -------------------------------------------------------------------
+
+commission_change(after, before, actor) := {
+	"action": {
+		"type": "link.commission",
+		"actor": actor,
+		"target": {"kind": "link", "id": "lnk_1"},
+		"params": {"commission_rate": after},
+	},
+	"state": {"commission_rate": before},
+	"caller": actor,
+}
+
+test_an_operator_may_move_a_commission_within_the_step if {
+	configuration.deny == set() with input as commission_change(0.75, 0.7, operator)
+	configuration.deny == set() with input as commission_change(0.6, 0.7, operator)
+	smartlinks.handler == "configuration" with input as commission_change(0.75, 0.7, operator)
+}
+
+test_a_typo_sized_commission_jump_is_denied if {
+	deny := configuration.deny with input as commission_change(0.7, 0.07, operator)
+	codes(deny) == {"commission_change_too_large"}
+}
+
+test_a_commission_outside_the_bounds_is_denied if {
+	deny := configuration.deny with input as commission_change(0.99, 0.95, operator)
+	codes(deny) == {"commission_out_of_bounds"}
+	low := configuration.deny with input as commission_change(0.01, 0.06, operator)
+	codes(low) == {"commission_out_of_bounds"}
+}
+
+test_a_commission_needs_both_rates if {
+	missing := configuration.deny with input as commission_change(null, 0.7, operator)
+	codes(missing) == {"invalid_params"}
+	over := configuration.deny with input as commission_change(0.7, 1.5, operator)
+	codes(over) == {"invalid_params"}
+}
+
+test_only_permitted_roles_change_a_commission if {
+	deny := configuration.deny with input as commission_change(0.75, 0.7, auditor)
+	codes(deny) == {"actor_not_permitted"}
+	by_algorithm := configuration.deny with input as commission_change(0.75, 0.7, algorithm_actor)
+	codes(by_algorithm) == {"actor_not_permitted"}
 }
