@@ -126,13 +126,36 @@ def autopilot() -> None:
 
 
 @autopilot.command("run")
-def autopilot_run() -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    envvar="AUTOPILOT_METRICS_PORT",
+    help="Serve GET /metrics (METRICS_TOKEN or METRICS_PUBLIC, as the app) on this port; 0 picks one. Default: off.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="AUTOPILOT_METRICS_HOST",
+    help="Address of the metrics listener (0.0.0.0 in a container).",
+)
+def autopilot_run(metrics_port: int | None, metrics_host: str) -> None:
     """Run the scheduler in the foreground (a separate worker process) until SIGTERM or Ctrl-C."""
     from server.ai.jobs import scheduled_cycle
     from server.autopilot.scheduler import AutopilotScheduler
     from server.jobs import housekeeping_jobs
+    from server.observability.listener import MetricsListener
 
     settings = _settings()
+    listener = None
+    if metrics_port is not None:
+        listener = MetricsListener(settings, metrics_host, metrics_port)
+        try:
+            bound = listener.start()
+        except OSError as exc:
+            raise click.ClickException(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from exc
+        click.echo(f"metrics on http://{metrics_host}:{bound}/metrics")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -155,6 +178,8 @@ def autopilot_run() -> None:
         finally:
             scheduler.stop()
             rt.close()
+            if listener is not None:
+                listener.stop()
 
 
 @autopilot.command("run-once")

@@ -72,26 +72,28 @@ def count_unhandled_exception() -> str | None:
     return request_id_var.get()
 
 
+def metrics_refusal(settings: Any, authorization: str | None) -> tuple[str, str] | None:
+    """Why a scrape with this Authorization header is refused ((reason code, detail)), or None.
+    Shared by `GET /metrics` and the worker's metrics listener (server.observability.listener)."""
+    if settings.metrics_public:
+        return None
+    if not settings.metrics_token:
+        return (
+            "metrics_token_not_configured",
+            "metrics need a bearer token: set METRICS_TOKEN (or METRICS_PUBLIC=true on a private network)",
+        )
+    scheme, _, token = (authorization or "").partition(" ")
+    given = token.strip().encode() if scheme.lower() == "bearer" else b""
+    if not hmac.compare_digest(given, settings.metrics_token.encode()):
+        return "invalid_metrics_token", "send the metrics token as 'Authorization: Bearer <METRICS_TOKEN>'"
+    return None
+
+
 @observability.get("/metrics", endpoint="metrics")
 def scrape() -> Response:
-    settings = services().settings
-    if not settings.metrics_public:
-        if not settings.metrics_token:
-            raise Problem(
-                401,
-                "Authentication required",
-                "metrics need a bearer token: set METRICS_TOKEN (or METRICS_PUBLIC=true on a private network)",
-                extra={"reasons": ["metrics_token_not_configured"]},
-            )
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        given = token.strip().encode() if scheme.lower() == "bearer" else b""
-        if not hmac.compare_digest(given, settings.metrics_token.encode()):
-            raise Problem(
-                401,
-                "Authentication required",
-                "send the metrics token as 'Authorization: Bearer <METRICS_TOKEN>'",
-                extra={"reasons": ["invalid_metrics_token"]},
-            )
+    refusal = metrics_refusal(services().settings, request.headers.get("Authorization"))
+    if refusal is not None:
+        raise Problem(401, "Authentication required", refusal[1], extra={"reasons": [refusal[0]]})
     body, content_type = exposition(request.headers.get("Accept"))
     response = Response(body, content_type=content_type)
     response.headers["Cache-Control"] = "no-store"

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -360,3 +361,78 @@ def test_one_scrape_adds_up_every_process(tmp_path: Path) -> None:
     gone = scrape_all(writers[0].pid)
     assert value(gone, "smartlinks_decisions_total", action_type="allocation.update", outcome="allowed") == 7
     assert value(gone, "smartlinks_clicks_pending") == 4
+
+
+# -- the worker's own listener ----------------------------------------------------------------------
+def test_the_metrics_listener_answers_metrics_only_and_with_the_token(settings: Settings) -> None:
+    import requests
+
+    from server.observability.listener import MetricsListener
+
+    listener = MetricsListener(settings, "127.0.0.1", 0)
+    port = listener.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        refused = requests.get(f"{base}/metrics", timeout=5)
+        assert refused.status_code == 401 and refused.headers["Content-Type"] == "application/problem+json"
+        assert refused.json()["reasons"] == ["invalid_metrics_token"]
+        assert refused.headers["WWW-Authenticate"] == 'Bearer realm="metrics"'
+        assert requests.get(f"{base}/metrics", headers={"Authorization": "Bearer nope"}, timeout=5).status_code == 401
+        assert requests.get(f"{base}/v1/decisions", headers=SCRAPE, timeout=5).status_code == 404
+        assert requests.post(f"{base}/metrics", headers=SCRAPE, timeout=5).status_code == 405
+        answered = requests.get(f"{base}/metrics", headers=SCRAPE, timeout=5)
+        assert answered.status_code == 200 and answered.headers["Cache-Control"] == "no-store"
+        assert "# HELP smartlinks_job_runs_total" in answered.text
+    finally:
+        listener.stop()
+
+
+def test_a_separate_autopilot_worker_serves_its_job_metrics(settings: Settings, tmp_path: Path) -> None:
+    """`smartlinks autopilot run --metrics-port 0`: the scheduler's job runs can be scraped."""
+    import requests
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "OPA_URL": str(settings.opa_url),
+        "SMARTLINKS_VAR_DIR": str(tmp_path),
+        "SECRET_KEY": settings.secret_key,
+        "METRICS_TOKEN": METRICS_TOKEN,
+        "AUTOPILOT_INTERVAL_SECONDS": "1",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    worker = subprocess.Popen(  # noqa: S603 - fixed argv
+        [sys.executable, "-m", "server.cli", "autopilot", "run", "--metrics-port", "0"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        first = worker.stdout.readline().strip()
+        assert first.startswith("metrics on http://127.0.0.1:"), first
+        url = first.split(" ", 2)[2]
+        deadline = time.monotonic() + 30
+        runs = 0.0
+        while time.monotonic() < deadline:
+            response = requests.get(url, headers=SCRAPE, timeout=5)
+            assert response.status_code == 200
+            runs = sum(
+                s.value
+                for family in text_string_to_metric_families(response.text)
+                for s in family.samples
+                if s.name == "smartlinks_job_runs_total" and s.labels.get("job") == "autopilot.links"
+            )
+            if runs >= 1:
+                break
+            time.sleep(0.25)
+        assert runs >= 1
+        assert requests.get(url, timeout=5).status_code == 401
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        if worker.stdout is not None:
+            worker.stdout.close()
+    assert worker.returncode == 0
