@@ -22,8 +22,8 @@ from datetime import UTC, date, datetime, time
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import String, cast, exists, func, literal, select, update
+from sqlalchemy.orm import Session, aliased
 
 from billing.document_render import render_html, render_pdf
 from billing.ledger import _dialect_insert, rowcount
@@ -334,9 +334,19 @@ class InvoiceLine:
         return self.conversions * self.unit_minor
 
 
+_Reversal = aliased(JournalEntry)
+
+
+def _not_reversed() -> Any:
+    """The booked entry (JournalEntry) has no reversal: a conversion whose booking finance
+    reversed before the invoice is not invoiced (one reversed after it gets a credit note)."""
+    return ~exists(select(_Reversal.id).where(_Reversal.reverses_entry_id == JournalEntry.id))
+
+
 def invoice_lines(session: Session, advertiser_id: str, month: date) -> list[InvoiceLine]:
-    """Approved conversions of the advertiser's offers booked in `month`, from the ledger: the
-    receivable debit of each conversion's entry, grouped per offer, currency and unit amount."""
+    """Approved conversions of the advertiser's offers booked in `month` and not reversed, from
+    the ledger: the receivable debit of each conversion's entry, grouped per offer, currency and
+    unit amount."""
     start, end = _at_midnight(month_start(month)), _at_midnight(next_month(month_start(month)))
     rows = session.execute(
         select(Conversion.offer_id, Offer.name, Posting.currency, Posting.amount, func.count())
@@ -349,6 +359,7 @@ def invoice_lines(session: Session, advertiser_id: str, month: date) -> list[Inv
             Conversion.status == "approved",
             JournalEntry.created_at >= start,
             JournalEntry.created_at < end,
+            _not_reversed(),
             LedgerAccount.owner_kind == "advertiser",
             LedgerAccount.owner_id == advertiser_id,
             Posting.amount > 0,
@@ -366,7 +377,12 @@ def advertisers_to_invoice(session: Session, month: date) -> list[str]:
             select(Offer.advertiser_id)
             .join(Conversion, Conversion.offer_id == Offer.id)
             .join(JournalEntry, JournalEntry.id == Conversion.booked_entry_id)
-            .where(Conversion.status == "approved", JournalEntry.created_at >= start, JournalEntry.created_at < end)
+            .where(
+                Conversion.status == "approved",
+                JournalEntry.created_at >= start,
+                JournalEntry.created_at < end,
+                _not_reversed(),
+            )
             .distinct()
             .order_by(Offer.advertiser_id)
         )
@@ -524,6 +540,94 @@ def issue_credit_note(
         advertiser_id=original.advertiser_id,
         credits_document_id=original.id,
         period=(original.period_start, original.period_end),
+    )
+
+
+REVERSAL_CREDIT = "conversion-reversal:"
+
+
+def source_key_reversal_credit(conversion_id: int) -> str:
+    """The idempotency key of the credit note for a conversion reversed after its invoice."""
+    return f"{REVERSAL_CREDIT}{conversion_id}"
+
+
+@dataclass(frozen=True)
+class ReversedConversion:
+    conversion_id: int
+    invoice_id: str
+    invoice_number: str
+    amount_minor: int
+    currency: str
+    reversal_entry_id: str
+
+
+def reversed_after_invoicing(session: Session, limit: int = 500) -> list[ReversedConversion]:
+    """Invoiced conversions whose booking was reversed after their invoice was issued and that
+    have no credit note for it yet: what `credit_reversed_conversion` corrects."""
+    rows = session.execute(
+        select(
+            Conversion.id,
+            Offer.advertiser_id,
+            JournalEntry.created_at,
+            Posting.amount,
+            Posting.currency,
+            _Reversal.id,
+            _Reversal.created_at,
+        )
+        .join(Offer, Offer.id == Conversion.offer_id)
+        .join(JournalEntry, JournalEntry.id == Conversion.booked_entry_id)
+        .join(_Reversal, _Reversal.reverses_entry_id == JournalEntry.id)
+        .join(Posting, Posting.entry_id == JournalEntry.id)
+        .join(LedgerAccount, LedgerAccount.id == Posting.account_id)
+        .where(
+            Conversion.status == "approved",
+            LedgerAccount.owner_kind == "advertiser",
+            LedgerAccount.owner_id == Offer.advertiser_id,
+            Posting.amount > 0,
+            ~exists(
+                select(FinancialDocument.id).where(
+                    FinancialDocument.source_key
+                    == literal(f"credit_note:{REVERSAL_CREDIT}") + cast(Conversion.id, String)
+                )
+            ),
+        )
+        .order_by(_Reversal.created_at, Conversion.id)
+    ).all()
+    found: list[ReversedConversion] = []
+    for conversion_id, advertiser_id, booked_at, amount, currency, reversal_id, reversed_at in rows:
+        key = source_key_invoice(str(advertiser_id), month_start(booked_at.date()))
+        invoice = session.execute(
+            select(FinancialDocument.id, FinancialDocument.number, FinancialDocument.issued_at).where(
+                FinancialDocument.source_key == key
+            )
+        ).first()
+        if invoice is None or invoice[2] > reversed_at:  # not invoiced yet, or left out of it
+            continue
+        found.append(
+            ReversedConversion(
+                int(conversion_id), str(invoice[0]), str(invoice[1]), int(amount), str(currency), str(reversal_id)
+            )
+        )
+        if len(found) >= limit:
+            break
+    return found
+
+
+def credit_reversed_conversion(
+    session: Session, item: ReversedConversion, issuer: Issuer, *, now: datetime | None = None
+) -> tuple[FinancialDocument, bool]:
+    """The credit note, against the invoice that billed it, of a conversion reversed after that
+    invoice was issued (once per conversion: the idempotency key is the conversion's)."""
+    return issue_credit_note(
+        session,
+        item.invoice_id,
+        amount_minor=item.amount_minor,
+        currency=item.currency,
+        reason=f"conversion {item.conversion_id} reversed in the ledger (entry {item.reversal_entry_id})",
+        idempotency_key=source_key_reversal_credit(item.conversion_id),
+        issuer=issuer,
+        issued_by="system:documents",
+        now=now,
     )
 
 

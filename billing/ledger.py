@@ -604,9 +604,16 @@ def void_pending(
 
 
 def reverse_entry(
-    session: Session, entry_id: str, key: str, *, description: str = "", created_by: str | None = None
+    session: Session,
+    entry_id: str,
+    key: str,
+    *,
+    description: str = "",
+    created_by: str | None = None,
+    now: datetime | None = None,
 ) -> EntryResult:
-    """Correct a posted entry with an entry that undoes it (the original stays)."""
+    """Correct a posted entry with an entry that undoes it (the original stays); `now` is the
+    reversal's timestamp (the clock's, by default)."""
     check_key(key)
     original = session.get(JournalEntry, entry_id)
     if original is None:
@@ -629,6 +636,7 @@ def reverse_entry(
             metadata={"reverses": entry_id},
             created_by=created_by,
             reverses_entry_id=entry_id,
+            now=now,
         ),
         new_id,
         lines,

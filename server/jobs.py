@@ -99,8 +99,8 @@ def finance_jobs(settings: Settings, db: Database, gateway: Gateway) -> list[Job
 
     def invoices() -> Any:
         run = finance.generate_invoices(db, settings)
-        if run.invoices:
-            log.info("issued %d invoice(s)", len(run.invoices))
+        if run.invoices or run.credit_notes:
+            log.info("issued %d invoice(s), %d credit note(s) for reversals", len(run.invoices), len(run.credit_notes))
         return run
 
     return [

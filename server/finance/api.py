@@ -4,7 +4,7 @@ over billing/, finance.queries and finance.documents."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -210,7 +210,12 @@ def get_entry(entry_id: str) -> Response:
 
 def _entry_action(entry_id: str, action: str) -> tuple[Response, int]:
     data = EntryActionSchema().load(json_body())
-    operation = {"post": ledger.post_pending, "void": ledger.void_pending, "reverse": ledger.reverse_entry}[action]
+    operations: dict[str, Callable[..., ledger.EntryResult]] = {
+        "post": ledger.post_pending,
+        "void": ledger.void_pending,
+        "reverse": ledger.reverse_entry,
+    }
+    operation = operations[action]
     with services().db.unit_of_work() as uow, ledger_errors():
         queries.get_entry(uow.session, entry_id)
         result = operation(

@@ -252,7 +252,7 @@ def documents_generate(receipts: bool, invoices: bool, month: str | None) -> Non
             raise click.ClickException(f"--month is YYYY-MM, got {month!r}") from exc
     settings = _settings()
     database = _database(settings)
-    report: dict[str, Any] = {"receipts": [], "invoices": [], "errors": []}
+    report: dict[str, Any] = {"receipts": [], "invoices": [], "credit_notes": [], "errors": []}
     try:
         if receipts:
             run = generate_receipts(database, settings)
@@ -260,6 +260,7 @@ def documents_generate(receipts: bool, invoices: bool, month: str | None) -> Non
         if invoices:
             run = generate_invoices(database, settings, invoice_month)
             report["invoices"], report["errors"] = run.invoices, report["errors"] + run.errors
+            report["credit_notes"] = run.credit_notes
     finally:
         database.dispose()
     click.echo(json.dumps(report, indent=2))

@@ -7,7 +7,7 @@ documents and their emailing), which `smartlinks ...` commands run by hand and t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -271,9 +271,15 @@ class DocumentRun:
     receipts: list[str]
     invoices: list[str]
     errors: list[str]
+    credit_notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"receipts": self.receipts, "invoices": self.invoices, "errors": self.errors}
+        return {
+            "receipts": self.receipts,
+            "invoices": self.invoices,
+            "credit_notes": self.credit_notes,
+            "errors": self.errors,
+        }
 
 
 def generate_receipts(db: Database, settings: Settings, *, limit: int = 500) -> DocumentRun:
@@ -300,8 +306,17 @@ def generate_receipts(db: Database, settings: Settings, *, limit: int = 500) -> 
 
 def generate_invoices(db: Database, settings: Settings, month: date | None = None) -> DocumentRun:
     """The invoices of `month` (by default the month before this one) for every advertiser with
-    approved conversions booked in it; one unit of work per advertiser, idempotent."""
-    from billing.documents import DocumentError, advertisers_to_invoice, issue_advertiser_invoice, previous_month
+    approved conversions booked in it and not reversed; one unit of work per advertiser,
+    idempotent. Then a credit note for every invoiced conversion reversed after its invoice
+    (any month), one unit of work each."""
+    from billing.documents import (
+        DocumentError,
+        advertisers_to_invoice,
+        credit_reversed_conversion,
+        issue_advertiser_invoice,
+        previous_month,
+        reversed_after_invoicing,
+    )
     from server.db import utcnow
 
     run = DocumentRun([], [], [])
@@ -319,6 +334,18 @@ def generate_invoices(db: Database, settings: Settings, month: date | None = Non
             uow.commit()
             if created and document is not None:
                 run.invoices.append(document.number)
+    with db.reading() as session:
+        reversed_items = reversed_after_invoicing(session)
+    for item in reversed_items:
+        with db.unit_of_work() as uow:
+            try:
+                note, created = credit_reversed_conversion(uow.session, item, issuer)
+            except DocumentError as exc:  # e.g. the invoice is already credited in full by hand
+                run.errors.append(f"conversion {item.conversion_id} ({item.invoice_number}): {exc}")
+                continue
+            uow.commit()
+            if created:
+                run.credit_notes.append(note.number)
     return run
 
 

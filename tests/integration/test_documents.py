@@ -37,6 +37,7 @@ from billing.documents import (
     next_month,
     request_resend,
 )
+from billing.ledger import reverse_entry
 from billing.models import Alert, DocumentDelivery, FinancialDocument, ImmutableDocument
 from server.auth.services import create_user
 from server.config import Settings
@@ -101,7 +102,7 @@ def seed_offers(app: Flask) -> None:
         uow.commit()
 
 
-def convert(app: Flask, offer_id: str, amount: str, currency: str, status: str = "approved") -> None:
+def convert(app: Flask, offer_id: str, amount: str, currency: str, status: str = "approved") -> int:
     with services(app).db.unit_of_work() as uow:
         s = uow.session
         click_id = f"c{random.randrange(10**12)}"  # noqa: S311
@@ -121,6 +122,7 @@ def convert(app: Flask, offer_id: str, amount: str, currency: str, status: str =
         if status == "approved":
             book_conversion(s, conversion.id)
         uow.commit()
+        return int(conversion.id)
 
 
 def pdf_text(pdf: bytes) -> str:
@@ -263,6 +265,44 @@ def test_a_monthly_invoice_has_a_line_per_offer_and_a_total_per_currency(app: Fl
     assert invoice.period_start == month and invoice.advertiser_id == "adv_1"
     # The job function covers every advertiser of the month once.
     assert generate_invoices(svc.db, svc.settings, month).invoices == []
+
+
+def reverse_booking(app: Flask, conversion_id: int, now: datetime | None = None) -> None:
+    with services(app).db.unit_of_work() as uow:
+        conversion = uow.session.get(Conversion, conversion_id)
+        assert conversion is not None and conversion.booked_entry_id is not None
+        reverse_entry(uow.session, conversion.booked_entry_id, f"reverse-{conversion_id}", now=now)
+        uow.commit()
+
+
+def test_reversed_conversions_are_left_out_or_credited(app: Flask) -> None:
+    """Reversed before the invoice: not invoiced. Reversed after it: a credit note against it,
+    once, whatever the job's runs."""
+    svc = services(app)
+    seed_offers(app)
+    first, second, _ = (convert(app, "off_1", "12.50", "EUR") for _ in range(3))
+    convert(app, "off_2", "5.00", "USD")
+    reverse_booking(app, first)  # before the invoice
+    month = month_start(utcnow().date())
+    after = datetime.combine(next_month(month), datetime.min.time()).replace(tzinfo=utcnow().tzinfo)
+    with svc.db.unit_of_work() as uow:
+        invoice, created = issue_advertiser_invoice(uow.session, "adv_1", month, ISSUER, now=after)
+        assert created and invoice is not None
+        uow.commit()
+    assert invoice.totals == {"EUR": 2500, "USD": 500}
+    assert [line["quantity"] for line in invoice.content["lines"]] == [2, 1]
+    # Nothing was reversed after the invoice yet: no credit note.
+    assert generate_invoices(svc.db, svc.settings, month).credit_notes == []
+
+    reverse_booking(app, second, now=after + timedelta(days=3))
+    run = generate_invoices(svc.db, svc.settings, month)
+    assert len(run.credit_notes) == 1 and run.errors == []
+    note = doc(app, run.credit_notes[0])
+    assert note.kind == "credit_note" and note.credits_document_id == invoice.id
+    assert note.totals == {"EUR": 1250}
+    assert f"conversion {second} reversed" in note.content["reference"]["reason"]
+    assert generate_invoices(svc.db, svc.settings, month).credit_notes == []  # once
+    assert doc(app, invoice.number).totals == {"EUR": 2500, "USD": 500}  # the invoice stays as issued
 
 
 def test_a_credit_note_corrects_a_document_without_changing_it(app: Flask) -> None:
