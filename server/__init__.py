@@ -39,7 +39,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
     from server.ai.api import ai_api
     from server.ai.views import ai_pages
-    from server.auth.api import api_meta, tokens_api
+    from server.auth.admin_views import admin_pages
+    from server.auth.api import api_meta, tokens_api, users_api
     from server.auth.authz import authorize_request, current_subject
     from server.auth.csrf import csrf_token
     from server.auth.views import auth
@@ -76,6 +77,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         decisions_api,
         controls_api,
         tokens_api,
+        users_api,
+        admin_pages,
         api_meta,
         links_api,
         links_pages,

@@ -53,7 +53,7 @@ test_every_operation_has_its_roles_and_actor_kinds if {
 
 # Permissions only admin (holding "*") is meant to have; any other permission an
 # endpoint needs must be granted by some other role, or only admins could call it.
-admin_only := {"tokens:manage", "policies:activate"}
+admin_only := {"tokens:manage", "users:manage", "policies:activate"}
 
 test_every_permission_of_an_endpoint_is_granted_to_some_role if {
 	every endpoint, permission in data.config.authz.endpoints {

@@ -1,14 +1,15 @@
-"""API tokens for services (created by admins, shown once) and `/v1/me`."""
+"""API tokens for services (created by admins, shown once), user administration (admins) and
+`/v1/me`."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, send_file
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from sqlalchemy import select
 
 from server.auth import services as auth_services
 from server.auth.authz import current_subject
-from server.auth.models import ROLES, ApiToken
+from server.auth.models import ROLES, ApiToken, User
 from server.auth.services import AuthError
 from server.errors import Problem
 from server.extensions import services
@@ -84,3 +85,53 @@ def whoami() -> Response:
 @api_meta.get("/openapi.yaml")
 def openapi() -> Response:
     return send_file(current_app.root_path + "/openapi.yaml", mimetype="application/yaml")
+
+
+# -- users (admin) --------------------------------------------------------------------------------------
+users_api = Blueprint("users_api", __name__, url_prefix="/v1/users")
+
+
+class UserUpdateSchema(Schema):
+    active = fields.Boolean()
+    role = fields.String(validate=validate.OneOf(auth_services.STAFF_ROLES))
+
+    @validates_schema
+    def _something(self, data: dict[str, object], **_: object) -> None:
+        if not data:
+            raise ValidationError("send active and/or role", "_schema")
+
+
+def user_dict(user: User) -> dict[str, object]:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "role": user.role,
+        "active": user.active,
+        "affiliate_id": user.affiliate_id,
+        "advertiser_id": user.advertiser_id,
+        "created_at": user.created_at.isoformat(),
+        "last_login_at": user.last_login_at.isoformat() if user.last_login_at else None,
+    }
+
+
+@users_api.get("")
+def list_users() -> Response:
+    with services().db.unit_of_work() as uow:
+        return jsonify({"items": [user_dict(u) for u in auth_services.list_users(uow.session)]})
+
+
+@users_api.patch("/<int:user_id>")
+def update_user(user_id: int) -> Response:
+    payload = UserUpdateSchema().load(json_body())
+    with services().db.unit_of_work() as uow:
+        try:
+            user = auth_services.update_user(
+                uow.session, user_id, by_user_id=_user_id(), active=payload.get("active"), role=payload.get("role")
+            )
+        except auth_services.AdminRefused as exc:
+            raise Problem(409, "Conflict", str(exc)) from exc
+        except AuthError as exc:
+            raise Problem(404, "Not Found", str(exc)) from exc
+        body = user_dict(user)
+        uow.commit()
+    return jsonify(body)

@@ -1,8 +1,9 @@
-"""Users and API tokens: creation, password checks, token resolution."""
+"""Users and API tokens: creation, password checks, token resolution, administration."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 import threading
@@ -12,11 +13,13 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.auth.models import PORTAL_ROLES, ROLES, ApiToken, User
 from server.db import utcnow
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "slk_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -181,3 +184,65 @@ class TokenCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+# -- administration ---------------------------------------------------------------------------------
+STAFF_ROLES = tuple(r for r in ROLES if r not in PORTAL_ROLES and r != "service")
+
+
+class AdminRefused(AuthError):
+    """An administration change that would lock the platform out or break a rule (HTTP 409)."""
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.role, User.email)))
+
+
+def _user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise AuthError(f"no user {user_id}")
+    return user
+
+
+def _other_active_admins(session: Session, user_id: int) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.role == "admin", User.active.is_(True), User.id != user_id)
+        )
+        or 0
+    )
+
+
+def update_user(
+    session: Session, user_id: int, *, by_user_id: int | None, active: bool | None = None, role: str | None = None
+) -> User:
+    """Activate or deactivate a user, or change a staff user's role. A deactivated user's
+    session ends at its next request (every request reloads the user). Refused (AdminRefused):
+    changing yourself, leaving no active admin, giving a portal user a staff role or the
+    reverse (a portal user belongs to an affiliate or advertiser; invite instead)."""
+    user = _user(session, user_id)
+    if by_user_id is not None and user.id == by_user_id and (active is False or (role and role != user.role)):
+        raise AdminRefused("you cannot deactivate yourself or change your own role; ask another admin")
+    if role is not None and role != user.role:
+        _check_role(role)
+        if role not in STAFF_ROLES or user.role not in STAFF_ROLES:
+            raise AdminRefused(
+                "only staff roles change here ("
+                + ", ".join(STAFF_ROLES)
+                + "); portal users belong to an affiliate or advertiser, services use API tokens"
+            )
+    losing_admin = user.role == "admin" and user.active and (active is False or (role is not None and role != "admin"))
+    if losing_admin and _other_active_admins(session, user.id) == 0:
+        raise AdminRefused("this is the last active admin; make another user admin first")
+    if active is not None:
+        user.active = active
+    if role is not None:
+        user.role = role
+    session.flush()
+    log.info(
+        "user %s (%s) updated by user %s: active=%s role=%s", user.id, user.email, by_user_id, user.active, user.role
+    )
+    return user

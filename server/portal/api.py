@@ -78,6 +78,15 @@ def invite_affiliate(affiliate_id: str) -> tuple[Response, int]:
     return _invite("affiliate", affiliate_id)
 
 
+@onboarding_api.post("/invitations/<int:invitation_id>/revoke")
+def revoke_invitation(invitation_id: int) -> Response:
+    with services().db.unit_of_work() as uow:
+        invitation = onboarding.revoke_invitation(uow.session, invitation_id, revoked_by=current_subject().id)
+        body = onboarding.invitation_body(invitation)
+        uow.commit()
+    return jsonify(body)
+
+
 @onboarding_api.get("/affiliates/<affiliate_id>/invitations")
 def list_affiliate_invitations(affiliate_id: str) -> Response:
     return _invitations("affiliate", affiliate_id)

@@ -115,6 +115,21 @@ def invite(
     return invitation, token
 
 
+def revoke_invitation(session: Session, invitation_id: int, *, revoked_by: str) -> PortalInvitation:
+    """Revoke a pending invitation (its link stops working at once). 404 unknown, 409 when it is
+    no longer pending (accepted: deactivate the user instead; expired or revoked already)."""
+    invitation = session.get(PortalInvitation, invitation_id)
+    if invitation is None:
+        raise Problem(404, "Not Found", f"no invitation {invitation_id}")
+    state = invitation_state(invitation)
+    if state != "pending":
+        raise Problem(409, "Conflict", f"the invitation is {state}, not pending: nothing to revoke")
+    invitation.revoked_at = utcnow()
+    session.flush()
+    log.info("portal invitation %s revoked by %s", invitation.id, revoked_by)
+    return invitation
+
+
 def find_invitation(session: Session, token: str) -> PortalInvitation | None:
     if not token or len(token) > 200:
         return None

@@ -334,3 +334,17 @@ def advertiser_detail(advertiser_id: str) -> PageResult:
 @onboarding_pages.post("/advertisers/<advertiser_id>/invitations")
 def invite_advertiser(advertiser_id: str) -> PageResult:
     return _invite_from_form("advertiser", advertiser_id)
+
+
+@onboarding_pages.post("/invitations/<int:invitation_id>/revoke")
+def revoke_invitation(invitation_id: int) -> PageResult:
+    with services().db.unit_of_work() as uow:
+        invitation = onboarding.revoke_invitation(uow.session, invitation_id, revoked_by=current_subject().id)
+        kind = invitation.role
+        entity_id = invitation.affiliate_id if kind == "affiliate" else invitation.advertiser_id
+        email = invitation.email
+        uow.commit()
+    assert entity_id is not None
+    flash(f"The invitation for {email} is revoked: its link no longer works.", "ok")
+    values: dict[str, Any] = {f"{kind}_id": entity_id}
+    return redirect(url_for(f"onboarding_pages.{kind}_detail", **values))
