@@ -21,6 +21,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# DejaVu Sans for PDF documents whose names are not in Latin-1 (billing/document_render.py).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
+
 # An unprivileged user with a fixed uid/gid (docker-compose.yml runs OPA with the same ids so that
 # it can read the bundle this user builds; bundle files are written with mode 600).
 RUN groupadd --system --gid 10001 smartlinks \

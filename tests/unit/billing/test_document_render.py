@@ -1,55 +1,94 @@
-"""Rendering of financial documents from their content (no database): the HTML escapes what it
-shows, the PDF is a real PDF whose text has the lines and totals, and a name outside the PDF core
-fonts' Latin-1 prints with '?' instead of failing; the month arithmetic of invoices."""
+"""PDFs of financial documents print every name as written: Latin-1 text with the built-in
+Helvetica, anything else with the embedded DejaVu Sans; '?' only when no font is installed."""
 
 from __future__ import annotations
 
 import io
-from datetime import UTC, date, datetime
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pypdf
+import pytest
 
-from billing.document_render import render_html, render_pdf
-from billing.documents import next_month, previous_month
-
-CONTENT: dict[str, Any] = {
-    "title": "Invoice",
-    "number": "INV-2026-000007",
-    "kind": "invoice",
-    "issued_at": "2026-11-01T00:05:00+00:00",
-    "issuer": {"name": "SmartLinks Ltd", "address": "1 Road", "vat": "GB123", "email": ""},
-    "recipient": {"name": "Zoë <Brands> 株式会社", "id": "adv_1", "role": "Advertiser", "email": "ap@z.test"},
-    "reference": {"month": "2026-10"},
-    "period": {"start": "2026-10-01", "end": "2026-10-31"},
-    "lines": [
-        {"description": "Offer A", "quantity": 3, "unit": "12.50", "amount": "37.50", "currency": "EUR"},
-        {"description": "Offer B", "quantity": 2, "unit": "500", "amount": "1000", "currency": "JPY"},
-    ],
-    "totals": [
-        {"currency": "EUR", "amount": "37.50", "minor": 3750},
-        {"currency": "JPY", "amount": "1000", "minor": 1000},
-    ],
-    "note": "Amounts per currency.",
-}
+from billing import document_render
+from billing.document_render import render_pdf, unicode_font_files
 
 
-def test_the_pdf_is_a_pdf_with_the_lines_and_totals() -> None:
-    pdf = render_pdf(CONTENT, datetime(2026, 11, 1, tzinfo=UTC))
-    assert pdf.startswith(b"%PDF-")
-    text = pypdf.PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
-    for expected in ("INV-2026-000007", "VAT GB123", "Total EUR", "37.50 EUR", "Total JPY", "1000 JPY", "Zoë"):
-        assert expected in text, expected
-    assert "????" in text  # the CJK characters, not an exception
+@pytest.fixture(autouse=True)
+def _fonts_installed() -> None:
+    if unicode_font_files() is None:
+        pytest.fail("DejaVu Sans is missing: `make test` installs fonts-dejavu-core (scripts/system-deps.sh)")
 
 
-def test_the_html_escapes_and_shows_the_totals() -> None:
-    html = render_html(CONTENT)
-    assert "Zoë &lt;Brands&gt;" in html and "<Brands>" not in html
-    assert "37.50 EUR" in html and "1000 JPY" in html and 'id="document-number">INV-2026-000007' in html
+def content(recipient: str, note: str = "Paid.") -> dict[str, Any]:
+    return {
+        "title": "Payout receipt",
+        "number": "RCP-2026-000042",
+        "issued_at": "2026-11-26T10:00:00+00:00",
+        "issuer": {"name": "SmartLinks Test Ltd", "address": "1 Ledger Lane", "vat": "GB1", "email": "b@s.test"},
+        "recipient": {"name": recipient, "role": "Affiliate", "id": "aff_1", "email": "a@example.com"},
+        "reference": {"payout": "po_1"},
+        "period": {"start": "2026-10-01", "end": "2026-10-31"},
+        "lines": [{"description": "Commission", "quantity": 1, "unit": "57.50", "amount": "57.50", "currency": "EUR"}],
+        "totals": [{"currency": "EUR", "amount": "57.50", "minor": 5750}],
+        "note": note,
+    }
 
 
-def test_invoice_months() -> None:
-    assert next_month(date(2026, 12, 1)) == date(2027, 1, 1)
-    assert previous_month(date(2026, 1, 15)) == date(2025, 12, 1)
-    assert previous_month(date(2026, 3, 1)) == date(2026, 2, 1)
+def text_of(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
+
+
+def fonts_of(pdf: bytes) -> set[str]:
+    reader = pypdf.PdfReader(io.BytesIO(pdf))
+    fonts = reader.pages[0]["/Resources"]["/Font"]
+    return {str(fonts[key].get_object()["/BaseFont"]) for key in fonts}
+
+
+NOW = datetime(2026, 11, 26, tzinfo=UTC)
+
+
+def test_latin1_documents_keep_the_built_in_font() -> None:
+    pdf = render_pdf(content("Société Générale Müller"), NOW)
+    assert "Société Générale Müller" in text_of(pdf)
+    assert all("Helvetica" in font for font in fonts_of(pdf))
+
+
+@pytest.mark.parametrize("name", ["Łódź Spółka z o.o.", "Ελληνική Εταιρεία", "ООО Ромашка", "Şirket Ağı"])
+def test_other_scripts_print_as_written_with_an_embedded_font(name: str) -> None:
+    pdf = render_pdf(content(name, note="Paid in € through Stripe."), NOW)
+    text = text_of(pdf)
+    assert name in text and "€" in text and "?" not in text
+    assert any("DejaVu" in font for font in fonts_of(pdf))
+    assert len(pdf) < 60_000  # a subset of the glyphs, not the whole font
+
+
+def test_without_the_font_other_characters_print_as_question_marks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(document_render, "FONT_DIRS", ())
+    monkeypatch.setenv("DOCUMENT_FONT_DIR", str(tmp_path))
+    unicode_font_files.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="billing.document_render"):
+            pdf = render_pdf(content("Łódź"), NOW)
+    finally:
+        unicode_font_files.cache_clear()
+    assert "?" in text_of(pdf) and "RCP-2026-000042" in text_of(pdf)
+    assert "outside Latin-1" in caplog.text
+
+
+def test_document_font_dir_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    found = unicode_font_files()
+    assert found is not None
+    for path in found.values():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(document_render, "FONT_DIRS", ())
+    unicode_font_files.cache_clear()
+    try:
+        assert unicode_font_files(str(tmp_path)) == {style: tmp_path / p.name for style, p in found.items()}
+        assert unicode_font_files(None) is None
+    finally:
+        unicode_font_files.cache_clear()
