@@ -39,6 +39,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
     from server.ai.api import ai_api
     from server.ai.views import ai_pages
+    from server.audit.views import audit_api, audit_pages
     from server.auth.admin_views import admin_pages
     from server.auth.api import api_meta, tokens_api, users_api
     from server.auth.authz import authorize_request, current_subject
@@ -79,6 +80,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         tokens_api,
         users_api,
         admin_pages,
+        audit_api,
+        audit_pages,
         api_meta,
         links_api,
         links_pages,
