@@ -9,7 +9,11 @@ two calls so that both see the same machine state. Prints p50/p90/p99 and the ra
 A third line is the floor of this architecture on this machine: the same gunicorn flags serving
 `proxy_app`, a WSGI app that only forwards the request body to OPA with the server's own OPA client
 and returns OPA's answer (no authentication, validation, database or record). Its ratio to the
-direct call is what two extra process hops (client -> server -> OPA) cost before any work."""
+direct call is what two extra process hops (client -> server -> OPA) cost before any work.
+
+The API line is the product as deployed: services' decisions take the direct path in front of
+Flask (server/governance/direct.py). `--compare-flask` adds a line for the same requests sent to
+a server with DECISION_DIRECT_PATH=false, in the same rounds."""
 
 from __future__ import annotations
 
@@ -96,6 +100,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker (smartlinks serve: 4)")
     parser.add_argument("--actors", type=int, default=500, help="distinct actors (keeps rate limits out of the way)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument(
+        "--compare-flask",
+        action="store_true",
+        help="also measure the API with DECISION_DIRECT_PATH=false (every decision through Flask)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="smartlinks-bench-"))
@@ -125,7 +134,7 @@ def main() -> int:
     token = created.stdout.strip().splitlines()[-1]
     port, proxy_port = free_loopback_port(), free_loopback_port()
 
-    def gunicorn(bind_port: int, target: str) -> subprocess.Popen[bytes]:
+    def gunicorn(bind_port: int, target: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # noqa: S603
             [
                 sys.executable,
@@ -143,15 +152,21 @@ def main() -> int:
                 "warning",
                 target,
             ],
-            env=env,
+            env={**env, **(extra_env or {})},
             cwd=ROOT,
         )
 
     web = gunicorn(port, "server.wsgi:app")
     proxy = gunicorn(proxy_port, "bench.decisions:proxy_app")
+    flask_port = free_loopback_port()
+    servers = [web, proxy]
+    if args.compare_flask:
+        servers.append(gunicorn(flask_port, "server.wsgi:app", {"DECISION_DIRECT_PATH": "false"}))
     try:
         wait_port("127.0.0.1", port, 30)
         wait_port("127.0.0.1", proxy_port, 30)
+        if args.compare_flask:
+            wait_port("127.0.0.1", flask_port, 30)
         api = requests.Session()
         api.headers.update({"Authorization": f"Bearer {token}"})
         opa = requests.Session()
@@ -172,11 +187,15 @@ def main() -> int:
         api_ms: list[float] = []
         opa_ms: list[float] = []
         proxy_ms: list[float] = []
+        flask_ms: list[float] = []
         denied = 0
+        json_type = {"Content-Type": "application/json"}
         for i in range(args.warmup + args.requests):
-            body = payload(i, args.actors)
+            # Serialized before the clock starts, like the direct call's input: the figures compare
+            # the servers, not the client's JSON encoding.
+            body = json.dumps(payload(i, args.actors))
             t0 = time.perf_counter()
-            r = api.post(f"{base}/v1/decisions", json=body)
+            r = api.post(f"{base}/v1/decisions", data=body, headers=json_type)
             t1 = time.perf_counter()
             o = opa.post(
                 f"{sidecar.url}/v1/data/smartlinks/decision",
@@ -189,6 +208,14 @@ def main() -> int:
             if r.status_code != 200 or o.status_code != 200 or f.status_code != 200:
                 raise SystemExit(f"unexpected status {r.status_code}/{o.status_code}/{f.status_code}: {r.text[:300]}")
             denied += not r.json()["allow"]
+            if args.compare_flask:
+                t4 = time.perf_counter()
+                v = api.post(f"http://127.0.0.1:{flask_port}/v1/decisions", data=body, headers=json_type)
+                t5 = time.perf_counter()
+                if v.status_code != 200:
+                    raise SystemExit(f"unexpected status {v.status_code} through Flask: {v.text[:300]}")
+                if i >= args.warmup:
+                    flask_ms.append((t5 - t4) * 1000)
             if i >= args.warmup:
                 api_ms.append((t1 - t0) * 1000)
                 opa_ms.append((t2 - t1) * 1000)
@@ -201,6 +228,7 @@ def main() -> int:
         direct = summary("direct OPA Data API", opa_ms)
         through = summary("floor: gunicorn app -> OPA, no work", proxy_ms)
         full = summary("POST /v1/decisions (full)", api_ms)
+        through_flask = summary("  the same through Flask", flask_ms) if args.compare_flask else None
         ratios = {k: full[k] / direct[k] for k in ("p50", "p90", "p99")}
         floor_ratios = {k: through[k] / direct[k] for k in ("p50", "p90", "p99")}
         print(f"ratio full/direct: p50 {ratios['p50']:.2f}x  p90 {ratios['p90']:.2f}x  p99 {ratios['p99']:.2f}x")
@@ -213,15 +241,19 @@ def main() -> int:
             f"targets: p50 ratio <= 2.0 -> {'met' if ratios['p50'] <= 2.0 else 'NOT met'}; "
             f"p99 < 5 ms -> {'met' if full['p99'] < 5.0 else 'NOT met'}; denied during run: {denied}"
         )
-        if args.json:
-            args.json.write_text(
-                json.dumps(
-                    {"direct": direct, "floor": through, "full": full, "ratios": ratios, "floor_ratios": floor_ratios},
-                    indent=2,
-                )
+        if through_flask is not None:
+            print(
+                f"direct path against Flask: p50 {through_flask['p50']:.3f} -> {full['p50']:.3f} ms, "
+                f"p99 {through_flask['p99']:.3f} -> {full['p99']:.3f} ms "
+                f"(Flask path / direct OPA p50 {through_flask['p50'] / direct['p50']:.2f}x)"
             )
+        if args.json:
+            figures = {"direct": direct, "floor": through, "full": full, "ratios": ratios, "floor_ratios": floor_ratios}
+            if through_flask is not None:
+                figures["through_flask"] = through_flask
+            args.json.write_text(json.dumps(figures, indent=2))
     finally:
-        for server in (web, proxy):
+        for server in servers:
             server.terminate()
             server.wait(10)
         sidecar.stop()

@@ -55,6 +55,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     from server.finance.views import finance
     from server.finance.webhooks import webhooks
     from server.governance.api import controls_api, decisions_api
+    from server.governance.direct import install as install_decision_path
     from server.health import health
     from server.links.api import links_api
     from server.links.views import links_pages
@@ -105,6 +106,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         onboarding_pages,
     ):
         app.register_blueprint(blueprint)
+    # POST /v1/decisions from services: answered before Flask (server/governance/direct.py).
+    if settings.decision_direct_path:
+        install_decision_path(app)
 
     app.jinja_env.globals["csrf_token"] = csrf_token
 

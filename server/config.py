@@ -103,6 +103,7 @@ class Settings:
     var_dir: str = str(PROJECT_ROOT / "var")
     mode: str = "test"
     max_content_length: int = 1024 * 1024
+    decision_direct_path: bool = True  # POST /v1/decisions from services answered before Flask
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 2
@@ -216,6 +217,7 @@ class Settings:
             var_dir=var_dir,
             mode=mode,
             max_content_length=_int(env, "MAX_CONTENT_LENGTH", defaults.max_content_length),
+            decision_direct_path=_bool(env, "DECISION_DIRECT_PATH", defaults.decision_direct_path),
             host=_read(env, "HOST") or defaults.host,
             port=_int(env, "PORT", defaults.port),
             workers=_int(env, "WEB_WORKERS", defaults.workers),

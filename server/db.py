@@ -254,8 +254,13 @@ class UnitOfWork:
         self.session.rollback()
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def json_safe(value: Any) -> Any:
     """Return `value` as something JSON columns accept (tuples to lists, datetimes to ISO)."""
+    if isinstance(value, _SCALARS):
+        return value
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -220,6 +220,40 @@ _DECISION_COLUMNS = tuple(c.key for c in Decision.__table__.columns)
 _INSERT_DECISION = insert(Decision)
 
 
+def controls_and_counts_params(target: Target | None, actor_id: str, now: datetime) -> dict[str, Any]:
+    """The parameters of `_CONTROLS_AND_COUNTS` for one action at `now`."""
+    epoch = int(now.timestamp())
+    minute, hour = epoch - epoch % 60, epoch - epoch % 3600
+    return {
+        "global_key": "kill_switch:global",
+        "target_key": f"kill_switch:{target.kind}:{target.id}" if target is not None else "kill_switch:-",
+        "actor": actor_id,
+        "day": hour - 86400,
+        "m60": minute - 60,
+        "m3600": minute - 3540,
+        "h86400": hour - 82800,
+    }
+
+
+def controls_and_counts_from(
+    rows: Sequence[Sequence[Any]], target: Target | None
+) -> tuple[dict[str, bool], dict[str, int]]:
+    """The envelope's `controls` and `counts` from the rows of `_CONTROLS_AND_COUNTS`."""
+    values = {str(name): int(value or 0) for name, value in rows}
+    target_key = f"kill_switch:{target.kind}:{target.id}" if target is not None else "kill_switch:-"
+    controls = {
+        "kill_switch": bool(values.get("kill_switch:global")),
+        "target_kill_switch": bool(target is not None and values.get(target_key)),
+    }
+    return controls, {str(w): values.get(f"count:{w}", 0) for w in RATE_WINDOWS}
+
+
+def count_action_params(actor_id: str, now: datetime) -> dict[str, Any]:
+    """The parameters of `_COUNT_ACTION`: one more allowed action of `actor_id` at `now`."""
+    epoch = int(now.timestamp())
+    return {"actor": actor_id, "minute": epoch - epoch % 60, "hour": epoch - epoch % 3600}
+
+
 class Gateway:
     """Decides actions through OPA. One instance per app; safe to share between threads."""
 
@@ -238,46 +272,28 @@ class Gateway:
         # to evaluate the decision again with the shadow version, off the request's path).
         self.shadow: Callable[[Decision], None] | None = None
 
+    def forget_opa_decision_id(self) -> None:
+        """Start a decision in this thread: no sidecar decision_id yet."""
+        self._last_opa_decision_id.value = None
+
+    def last_opa_decision_id(self) -> str | None:
+        """The sidecar's decision_id of this thread's last answer (None before any)."""
+        value = getattr(self._last_opa_decision_id, "value", None)
+        return value if isinstance(value, str) else None
+
     # -- envelope -----------------------------------------------------------------------------
     def controls_and_counts(
         self, session: Session, target: Target | None, actor_id: str, now: datetime
     ) -> tuple[dict[str, bool], dict[str, int]]:
         """Kill switches and the actor's allowed-action counts in one round trip."""
-        epoch = int(now.timestamp())
-        minute, hour = epoch - epoch % 60, epoch - epoch % 3600
-        target_key = f"kill_switch:{target.kind}:{target.id}" if target is not None else "kill_switch:-"
         # Core execution on the session's connection (the ORM layer adds nothing to these), after
         # the flush that session.execute would have done (a no-op when nothing is pending).
         session.flush()
-        rows = (
-            session.connection()
-            .execute(
-                _CONTROLS_AND_COUNTS,
-                {
-                    "global_key": "kill_switch:global",
-                    "target_key": target_key,
-                    "actor": actor_id,
-                    "day": hour - 86400,
-                    "m60": minute - 60,
-                    "m3600": minute - 3540,
-                    "h86400": hour - 82800,
-                },
-            )
-            .all()
-        )
-        values = {str(name): int(value or 0) for name, value in rows}
-        controls = {
-            "kill_switch": bool(values.get("kill_switch:global")),
-            "target_kill_switch": bool(target is not None and values.get(target_key)),
-        }
-        counts = {str(w): values.get(f"count:{w}", 0) for w in RATE_WINDOWS}
-        return controls, counts
+        rows = session.connection().execute(_CONTROLS_AND_COUNTS, controls_and_counts_params(target, actor_id, now))
+        return controls_and_counts_from(rows.all(), target)
 
     def count_action(self, session: Session, actor_id: str, now: datetime) -> None:
-        epoch = int(now.timestamp())
-        session.connection().execute(
-            _COUNT_ACTION, {"actor": actor_id, "minute": epoch - epoch % 60, "hour": epoch - epoch % 3600}
-        )
+        session.connection().execute(_COUNT_ACTION, count_action_params(actor_id, now))
 
     def envelope(
         self,
@@ -647,6 +663,57 @@ class Gateway:
         parked = "require_approval" in resolution.obligations or resolution.obligations.get("shadow") is True
         return _Effect(counted, counted and execute is not None and not parked)
 
+    def record_fields(
+        self,
+        action: Action,
+        input_doc: dict[str, Any],
+        resolution: Resolution,
+        opa_decision_id: str | None,
+        caller: Actor | None,
+        dry_run: bool,
+        note: str | None,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """The column values of the decision record of one resolved action, before it runs:
+        shared by `decide`, `decide_many` and the decision API's direct path
+        (server/governance/direct.py), so that every path records a decision the same way."""
+        allow, obligations, clamped, error_code = (
+            resolution.allow,
+            resolution.obligations,
+            resolution.clamped,
+            resolution.error_code,
+        )
+        outcome = "error" if error_code else ("denied" if not allow else ("clamped" if clamped else "allowed"))
+        if allow and not dry_run:
+            if obligations.get("shadow") is True:
+                outcome = "shadow"
+            elif "require_approval" in obligations:
+                outcome = "pending_approval"
+        return {
+            "id": new_id("dec"),
+            "created_at": now,
+            "action_type": action.type,
+            "actor_id": action.actor.id,
+            "actor_kind": action.actor.kind,
+            "caller_id": caller.id if caller else None,
+            "target_kind": action.target.kind if action.target else None,
+            "target_id": action.target.id if action.target else None,
+            "allow": allow,
+            "outcome": outcome,
+            "dry_run": dry_run,
+            "mode": self.mode,
+            "reasons": resolution.reasons,
+            "obligations": json_safe(obligations),
+            "input": input_doc,
+            "result": json_safe(resolution.result) if isinstance(resolution.result, dict) else None,
+            "policy_revision": resolution.revision,
+            "error_code": error_code,
+            "latency_ms": 0.0,
+            "executed": False,
+            "note": note,
+            "opa_decision_id": opa_decision_id,
+        }
+
     def _recorded_outcome(
         self,
         session: Session,
@@ -663,49 +730,17 @@ class Gateway:
         """The Outcome and Decision record of one resolved action, executed when allowed: the part
         shared by `decide` and `decide_many` (the count and the insert are theirs: decide_many
         batches them)."""
-        allow, obligations, clamped, error_code = (
-            resolution.allow,
-            resolution.obligations,
-            resolution.clamped,
-            resolution.error_code,
+        record = Decision(
+            **self.record_fields(action, input_doc, resolution, opa_decision_id, caller, dry_run, note, now)
         )
-        pending = allow and ("require_approval" in obligations or obligations.get("shadow") is True)
         outcome = Outcome(
-            record=Decision(
-                id=new_id("dec"),
-                created_at=now,
-                action_type=action.type,
-                actor_id=action.actor.id,
-                actor_kind=action.actor.kind,
-                caller_id=caller.id if caller else None,
-                target_kind=action.target.kind if action.target else None,
-                target_id=action.target.id if action.target else None,
-                allow=allow,
-                outcome="error" if error_code else ("denied" if not allow else ("clamped" if clamped else "allowed")),
-                dry_run=dry_run,
-                mode=self.mode,
-                reasons=resolution.reasons,
-                obligations=json_safe(obligations),
-                input=input_doc,
-                result=json_safe(resolution.result) if isinstance(resolution.result, dict) else None,
-                policy_revision=resolution.revision,
-                error_code=error_code,
-                latency_ms=0.0,
-                executed=False,
-                note=note,
-                opa_decision_id=opa_decision_id,
-            ),
-            allow=allow,
+            record=record,
+            allow=resolution.allow,
             reasons=resolution.reasons,
-            obligations=obligations,
+            obligations=resolution.obligations,
             params=resolution.params,
             revision=resolution.revision,
         )
-        if allow and not dry_run:
-            if obligations.get("shadow") is True:
-                outcome.record.outcome = "shadow"
-            elif "require_approval" in obligations:
-                outcome.record.outcome = "pending_approval"
-            elif execute is not None and not pending:
-                self._execute(session, outcome, execute)
+        if record.outcome in ("allowed", "clamped") and not dry_run and execute is not None:
+            self._execute(session, outcome, execute)
         return outcome

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from server.db import utcnow
 from server.errors import Problem
-from server.governance.gateway import Action, Actor, AuthzRequest, Gateway, Outcome, Target
+from server.governance.gateway import Action, Actor, AuthzRequest, Gateway, Outcome, Resolution, Target
 from server.governance.models import Control, Decision
 
 
@@ -73,6 +73,20 @@ def outcome_body(outcome: Outcome) -> dict[str, Any]:
         "params": outcome.params,
         "policy_revision": outcome.revision,
         "dry_run": outcome.record.dry_run,
+    }
+
+
+def outcome_fields(fields: Mapping[str, Any], resolution: Resolution) -> dict[str, Any]:
+    """`outcome_body` of a decision recorded from its column values (the direct path)."""
+    return {
+        "decision_id": fields["id"],
+        "allow": resolution.allow,
+        "outcome": fields["outcome"],
+        "reasons": resolution.reasons,
+        "obligations": resolution.obligations,
+        "params": resolution.params,
+        "policy_revision": resolution.revision,
+        "dry_run": fields["dry_run"],
     }
 
 
