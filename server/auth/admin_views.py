@@ -61,17 +61,24 @@ def update_user(user_id: int) -> PageResult:
         kwargs = {"role": role}
     else:
         return _page(error="Unknown change.", status=400)
+    from server.governance.api import caller_actor
+    from server.links.views import denial_message
+
     refusal: tuple[str, int] | None = None
-    with services().db.unit_of_work() as uow:  # rolled back unless committed; closed before any page
+    svc = services()
+    with svc.db.unit_of_work() as uow:  # closed before any page is rendered (SQLite's one writer)
         try:
-            user = auth_services.update_user(uow.session, user_id, by_user_id=_me(), **kwargs)
+            user, outcome = auth_services.update_user(uow.session, svc.gateway, caller_actor(), user_id, **kwargs)
         except AdminRefused as exc:
             refusal = f"Not changed: {exc}.", 409
         except AuthError as exc:
             refusal = str(exc), 404
         else:
+            denial = denial_message(outcome) if outcome is not None else None
+            if denial is not None:
+                refusal = f"Not changed. {denial[1]}", denial[0]
             message = f"{user.email}: {'active' if user.active else 'deactivated'}, role {user.role}."
-            uow.commit()
+            uow.commit()  # the decision is recorded whatever it says
     if refusal is not None:
         return _page(error=refusal[0], status=refusal[1])
     flash(message, "ok")

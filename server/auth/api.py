@@ -122,11 +122,20 @@ def list_users() -> Response:
 
 @users_api.patch("/<int:user_id>")
 def update_user(user_id: int) -> Response:
+    from server.governance.api import caller_actor, raise_if_denied
+    from server.governance.services import outcome_body
+
     payload = UserUpdateSchema().load(json_body())
-    with services().db.unit_of_work() as uow:
+    svc = services()
+    with svc.db.unit_of_work() as uow:
         try:
-            user = auth_services.update_user(
-                uow.session, user_id, by_user_id=_user_id(), active=payload.get("active"), role=payload.get("role")
+            user, outcome = auth_services.update_user(
+                uow.session,
+                svc.gateway,
+                caller_actor(),
+                user_id,
+                active=payload.get("active"),
+                role=payload.get("role"),
             )
         except auth_services.AdminRefused as exc:
             raise Problem(409, "Conflict", str(exc)) from exc
@@ -134,4 +143,8 @@ def update_user(user_id: int) -> Response:
             raise Problem(404, "Not Found", str(exc)) from exc
         body = user_dict(user)
         uow.commit()
-    return jsonify(body)
+    if outcome is None:
+        return jsonify(body | {"decision": None})
+    decision = outcome_body(outcome)
+    raise_if_denied(outcome.allow, outcome.record.error_code, decision)
+    return jsonify(body | {"decision": decision})

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from server.auth.models import PORTAL_ROLES, ROLES, ApiToken, User
 from server.db import utcnow
+from server.governance.gateway import Action, Actor, Gateway, Outcome, Target
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ STAFF_ROLES = tuple(r for r in ROLES if r not in PORTAL_ROLES and r != "service"
 
 
 class AdminRefused(AuthError):
-    """An administration change that would lock the platform out or break a rule (HTTP 409)."""
+    """An administration change that breaks a rule of the data (HTTP 409)."""
 
 
 def list_users(session: Session) -> list[User]:
@@ -217,15 +218,22 @@ def _other_active_admins(session: Session, user_id: int) -> int:
 
 
 def update_user(
-    session: Session, user_id: int, *, by_user_id: int | None, active: bool | None = None, role: str | None = None
-) -> User:
-    """Activate or deactivate a user, or change a staff user's role. A deactivated user's
-    session ends at its next request (every request reloads the user). Refused (AdminRefused):
-    changing yourself, leaving no active admin, giving a portal user a staff role or the
-    reverse (a portal user belongs to an affiliate or advertiser; invite instead)."""
+    session: Session,
+    gateway: Gateway,
+    actor: Actor,
+    user_id: int,
+    *,
+    active: bool | None = None,
+    role: str | None = None,
+) -> tuple[User, Outcome | None]:
+    """Activate or deactivate a user, or change a staff user's role: the governed `user.update`
+    action (policy `smartlinks.configuration`: admins only, nobody changes themselves, the last
+    active admin stays), applied in the transaction that records the decision. A deactivated
+    user's session ends at its next request (every request reloads the user). Raises AuthError
+    for an unknown user, AdminRefused for a change between a staff role and a portal role (a
+    portal user belongs to an affiliate or advertiser: invite instead; services use tokens).
+    The outcome is None when nothing would change."""
     user = _user(session, user_id)
-    if by_user_id is not None and user.id == by_user_id and (active is False or (role and role != user.role)):
-        raise AdminRefused("you cannot deactivate yourself or change your own role; ask another admin")
     if role is not None and role != user.role:
         _check_role(role)
         if role not in STAFF_ROLES or user.role not in STAFF_ROLES:
@@ -234,15 +242,26 @@ def update_user(
                 + ", ".join(STAFF_ROLES)
                 + "); portal users belong to an affiliate or advertiser, services use API tokens"
             )
-    losing_admin = user.role == "admin" and user.active and (active is False or (role is not None and role != "admin"))
-    if losing_admin and _other_active_admins(session, user.id) == 0:
-        raise AdminRefused("this is the last active admin; make another user admin first")
-    if active is not None:
-        user.active = active
-    if role is not None:
-        user.role = role
-    session.flush()
-    log.info(
-        "user %s (%s) updated by user %s: active=%s role=%s", user.id, user.email, by_user_id, user.active, user.role
+    new_active = user.active if active is None else active
+    new_role = user.role if role is None else role
+    if (new_active, new_role) == (user.active, user.role):
+        return user, None
+
+    def apply(db: Session, _params: dict[str, object]) -> None:
+        user.active, user.role = new_active, new_role
+        db.flush()
+        log.info("user %s (%s) updated by %s: active=%s role=%s", user.id, user.email, actor.id, new_active, new_role)
+
+    outcome = gateway.decide(
+        session,
+        Action(
+            type="user.update",
+            actor=actor,
+            target=Target(kind="user", id=f"user:{user.id}"),
+            params={"active": new_active, "role": new_role},
+        ),
+        state={"active": user.active, "role": user.role, "other_active_admins": _other_active_admins(session, user.id)},
+        caller=actor,
+        execute=apply,
     )
-    return user
+    return user, outcome

@@ -49,6 +49,11 @@ class LinkCommissionSchema(Schema):
     commission_rate = fields.Float(required=True, validate=validate.Range(min=0.0, max=1.0), allow_nan=False)
 
 
+class UserUpdateParamsSchema(Schema):
+    active = fields.Boolean(required=True)
+    role = fields.String(required=True, validate=validate.Length(min=1, max=32))
+
+
 class CampaignConfigureSchema(Schema):
     daily_budget = fields.Float(required=True, validate=validate.Range(min=0.0), allow_nan=False)
     daily_cap = fields.Float(required=True, validate=validate.Range(min=0.0), allow_nan=False)
@@ -106,6 +111,12 @@ for _action in (
         "Change the affiliate's share (commission rate) of a smart link's revenue",
         LinkCommissionSchema,
         ("link",),
+    ),
+    ActionType(
+        "user.update",
+        "Activate or deactivate a user, or change a staff user's role",
+        UserUpdateParamsSchema,
+        ("user",),
     ),
     ActionType(
         "campaign.configure",

@@ -124,7 +124,7 @@ def _codes(form: MultiDict[str, str], name: str) -> list[str]:
     return [part for part in raw.replace(",", " ").split() if part]
 
 
-def _denial(outcome: Outcome) -> tuple[int, str] | None:
+def denial_message(outcome: Outcome) -> tuple[int, str] | None:
     """None when the policy allowed; else the status and message a page shows."""
     if outcome.allow:
         return None
@@ -193,7 +193,7 @@ def create_link() -> PageResult:
         return _links_page(_failure("link", exc))
     message = f"Link {change.link.slug} created."
     if change.outcome is not None:
-        denial = _denial(change.outcome)
+        denial = denial_message(change.outcome)
         message += (
             f" Its first allocation was not approved ({denial[1]}); clicks go to the fallback offer."
             if denial
@@ -273,7 +273,7 @@ def update_link(link_id: str) -> PageResult:
             uow.commit()
     except (ValidationError, Problem) as exc:
         return _link_page(link_id, _failure("edit", exc))
-    denial = _denial(outcome) if outcome is not None else None
+    denial = denial_message(outcome) if outcome is not None else None
     if denial:
         return _link_page(link_id, alert=(denial[0], f"The link was not changed. {denial[1]}"))
     return _done(f"Link {link.slug} saved.", "links_pages.link_detail", link_id=link_id)
@@ -291,7 +291,7 @@ def replace_arms(link_id: str) -> PageResult:
         return _link_page(link_id, _failure("arms", exc))
     if change.outcome is None:
         return _done("The arm set is unchanged.", "links_pages.link_detail", link_id=link_id)
-    denial = _denial(change.outcome)
+    denial = denial_message(change.outcome)
     if denial:
         return _link_page(link_id, alert=(denial[0], f"The arms were not changed. {denial[1]}"))
     if not change.changed:
@@ -312,7 +312,7 @@ def _link_status(link_id: str, *, pause: bool) -> PageResult:
             uow.commit()
     except Problem as exc:
         return _link_page(link_id, _failure("status", exc))
-    denial = _denial(outcome)
+    denial = denial_message(outcome)
     if denial:
         return _link_page(link_id, alert=denial)
     return _done("Link paused." if pause else "Link resumed.", "links_pages.link_detail", link_id=link_id)
@@ -342,7 +342,7 @@ def link_kill_switch(link_id: str) -> PageResult:
             reason=(_text(request.form, "reason") or "")[:500] or None,
         )
         uow.commit()
-    denial = _denial(outcome)
+    denial = denial_message(outcome)
     if denial:
         return _link_page(link_id, alert=denial)
     state = "on" if enabled else "off"
@@ -456,7 +456,7 @@ def _offer_status(offer_id: str, *, pause: bool) -> PageResult:
             uow.commit()
     except Problem as exc:
         return _offer_page(offer_id, _failure("status", exc))
-    denial = _denial(outcome)
+    denial = denial_message(outcome)
     if denial:
         return _offer_page(offer_id, alert=denial)
     return _done("Offer paused." if pause else "Offer resumed.", "links_pages.offer_detail", offer_id=offer_id)
@@ -517,7 +517,7 @@ def create_campaign() -> PageResult:
             uow.commit()
     except (ValidationError, Problem) as exc:
         return _campaigns_page(_failure("campaign", exc))
-    denial = _denial(outcome)
+    denial = denial_message(outcome)
     if denial or campaign is None:
         status, message = denial or (409, f"The decision is {outcome.record.outcome}.")
         return _campaigns_page(alert=(status, f"The campaign was not created. {message}"))
@@ -548,7 +548,7 @@ def update_campaign(campaign_id: str) -> PageResult:
             uow.commit()
     except (ValidationError, Problem) as exc:
         return _campaigns_page(_failure(f"campaign:{campaign_id}", exc))
-    denial = _denial(outcome) if outcome is not None else None
+    denial = denial_message(outcome) if outcome is not None else None
     if denial:
         return _campaigns_page(alert=(denial[0], f"Campaign {campaign.name} was not changed. {denial[1]}"))
     return _done(f"Campaign {campaign.name} saved.", "links_pages.campaigns_index")

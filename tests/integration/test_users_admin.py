@@ -9,6 +9,7 @@ from flask.testing import FlaskClient
 
 from server.auth.models import ApiToken, User
 from server.extensions import services
+from server.governance.models import Decision
 from server.portal.models import PortalInvitation
 from tests.conftest import PASSWORD, csrf_from, login, make_token, make_user
 
@@ -67,15 +68,27 @@ def test_nobody_locks_the_platform_out(app: Flask, client: FlaskClient) -> None:
     csrf = {"X-CSRF-Token": login(client, "boss@example.com")}
     me = user_id(app, "boss@example.com")
     mine = client.patch(f"/v1/users/{me}", json={"active": False}, headers=csrf)
-    assert mine.status_code == 409 and "yourself" in mine.json["detail"]
-    assert client.patch(f"/v1/users/{me}", json={"role": "auditor"}, headers=csrf).status_code == 409
+    assert mine.status_code == 403 and mine.json["type"].endswith("/denied-by-policy")
+    assert {r["code"] for r in mine.json["reasons"]} == {"self_change", "last_admin"}  # both rules say no
+    demoted = client.patch(f"/v1/users/{me}", json={"role": "auditor"}, headers=csrf)
+    assert {r["code"] for r in demoted.json["reasons"]} == {"self_change", "last_admin"}
 
     # Through a token (no user behind it), the last active admin still cannot go.
     token = {"Authorization": f"Bearer {make_token(app, 'admin')}"}
     last = client.patch(f"/v1/users/{me}", json={"role": "finance"}, headers=token)
-    assert last.status_code == 409 and "last active admin" in last.json["detail"]
+    assert last.status_code == 403 and {r["code"] for r in last.json["reasons"]} == {"last_admin"}
     make_user(app, "admin", "second@example.com")
-    assert client.patch(f"/v1/users/{me}", json={"role": "finance"}, headers=token).status_code == 200
+    demote = client.patch(f"/v1/users/{me}", json={"role": "finance"}, headers=token)
+    assert demote.status_code == 200 and demote.json["decision"]["outcome"] == "allowed"
+    with services(app).db.session() as session:
+        decisions = session.execute(
+            sa.select(Decision.target_id, Decision.outcome).where(Decision.action_type == "user.update")
+        ).all()
+    assert sorted(decisions) == sorted(
+        [(f"user:{me}", "denied"), (f"user:{me}", "denied"), (f"user:{me}", "denied"), (f"user:{me}", "allowed")]
+    )  # every decision recorded, the denials too
+    unchanged = client.patch(f"/v1/users/{me}", json={"role": "finance"}, headers=token)
+    assert unchanged.status_code == 200 and unchanged.json["decision"] is None
 
     portal = user_id(app, "aff@example.com")
     moved = client.patch(f"/v1/users/{portal}", json={"role": "operator"}, headers=token)
@@ -129,7 +142,7 @@ def test_the_users_page_deactivates_changes_roles_and_manages_tokens(app: Flask,
     assert role.status_code == 302
     me = user_id(app, "boss@example.com")
     refused = client.post(f"/admin/users/{me}", data={"csrf_token": csrf, "change": "deactivate"})
-    assert refused.status_code == 409 and "yourself" in refused.get_data(as_text=True)
+    assert refused.status_code == 403 and "ask another admin" in refused.get_data(as_text=True)
     assert (
         client.post(f"/admin/users/{fin}", data={"csrf_token": csrf, "change": "role", "role": "service"}).status_code
         == 400

@@ -4,6 +4,10 @@
 # link.configure: a smart link's allocation algorithm or its parameters change.
 #   params: {algorithm, algorithm_params} as they would be after the change;
 #   state: {algorithm, algorithm_params} as they are.
+# user.update: an admin activates or deactivates a user or changes a staff role.
+#   params: {active, role} after, state: {active, role, other_active_admins}; the
+#   target is the user ("user:<id>"). Nobody changes themselves, and the last
+#   active admin stays an active admin.
 # link.commission: the affiliate's share of a link's revenue changes (what the
 #   payouts pay). params: {commission_rate} after, state: {commission_rate} now;
 #   the rate stays within bounds and moves at most max_change per edit (a typo
@@ -21,7 +25,7 @@ package smartlinks.configuration
 import data.config.budget_arbitrage as budget_cfg
 import data.config.configuration as cfg
 
-action_types := {"link.configure", "link.commission", "campaign.configure"}
+action_types := {"link.configure", "link.commission", "campaign.configure", "user.update"}
 
 action_type := input.action.type
 
@@ -66,7 +70,12 @@ deny contains {
 	actor_kind := object.get(actor, "kind", "unknown")
 }
 
-target_kind := {"link.configure": "link", "link.commission": "link", "campaign.configure": "campaign"}
+target_kind := {
+	"link.configure": "link",
+	"link.commission": "link",
+	"campaign.configure": "campaign",
+	"user.update": "user",
+}
 
 deny contains {
 	"code": "invalid_target",
@@ -121,6 +130,51 @@ within(value, bound) if {
 	is_number(value)
 	value >= bound.min
 	value <= bound.max
+}
+
+# --- user.update -----------------------------------------------------------------
+
+deny contains {
+	"code": "invalid_params",
+	"policy": "configuration",
+	"message": "user.update needs params.active (boolean) and params.role, and state.active, state.role and state.other_active_admins",
+} if {
+	action_type == "user.update"
+	not user_facts_given
+}
+
+user_facts_given if {
+	is_boolean(params.active)
+	is_string(params.role)
+	is_boolean(state.active)
+	is_string(state.role)
+	is_number(state.other_active_admins)
+}
+
+deny contains {
+	"code": "self_change",
+	"policy": "configuration",
+	"message": "nobody deactivates themselves or changes their own role; ask another admin",
+} if {
+	action_type == "user.update"
+	input.action.target.id == caller.id
+	user_change_restricts
+}
+
+user_change_restricts if params.active == false
+
+user_change_restricts if params.role != state.role
+
+deny contains {
+	"code": "last_admin",
+	"policy": "configuration",
+	"message": "this is the last active admin; make another user admin first",
+} if {
+	action_type == "user.update"
+	state.role == "admin"
+	state.active == true
+	user_change_restricts
+	state.other_active_admins == 0
 }
 
 # --- link.commission -------------------------------------------------------------

@@ -38,7 +38,7 @@ budget(amount, cap, status) := {"daily_budget": amount, "daily_cap": cap, "statu
 codes(deny) := {reason.code | some reason in deny}
 
 test_it_handles_link_and_campaign_configuration if {
-	configuration.action_types == {"link.configure", "link.commission", "campaign.configure"}
+	configuration.action_types == {"link.configure", "link.commission", "campaign.configure", "user.update"}
 	smartlinks.handler == "configuration" with input as campaign_change(budget(200, 500, "active"), 1000)
 }
 
@@ -182,4 +182,44 @@ test_only_permitted_roles_change_a_commission if {
 	codes(deny) == {"actor_not_permitted"}
 	by_algorithm := configuration.deny with input as commission_change(0.75, 0.7, algorithm_actor)
 	codes(by_algorithm) == {"actor_not_permitted"}
+}
+
+# --- users ------------------------------------------------------------------------
+
+admin := {"id": "user:1", "kind": "user", "roles": ["admin"]}
+
+user_change(target, after, before, others, actor) := {
+	"action": {
+		"type": "user.update",
+		"actor": actor,
+		"target": {"kind": "user", "id": target},
+		"params": after,
+	},
+	"state": object.union(before, {"other_active_admins": others}),
+	"caller": actor,
+}
+
+test_an_admin_deactivates_another_user if {
+	configuration.deny == set() with input as user_change("user:7", {"active": false, "role": "operator"}, {"active": true, "role": "operator"}, 1, admin)
+}
+
+test_nobody_changes_themselves if {
+	off := configuration.deny with input as user_change("user:1", {"active": false, "role": "admin"}, {"active": true, "role": "admin"}, 1, admin)
+	codes(off) == {"self_change"}
+	demoted := configuration.deny with input as user_change("user:1", {"active": true, "role": "auditor"}, {"active": true, "role": "admin"}, 1, admin)
+	codes(demoted) == {"self_change"}
+}
+
+test_the_last_active_admin_stays if {
+	deny := configuration.deny with input as user_change("user:2", {"active": true, "role": "finance"}, {"active": true, "role": "admin"}, 0, admin)
+	codes(deny) == {"last_admin"}
+	configuration.deny == set() with input as user_change("user:2", {"active": true, "role": "finance"}, {"active": true, "role": "admin"}, 1, admin)
+	configuration.deny == set() with input as user_change("user:2", {"active": true, "role": "admin"}, {"active": false, "role": "admin"}, 0, admin)
+}
+
+test_only_admins_change_users if {
+	deny := configuration.deny with input as user_change("user:7", {"active": false, "role": "auditor"}, {"active": true, "role": "auditor"}, 1, operator)
+	codes(deny) == {"actor_not_permitted"}
+	missing := configuration.deny with input as user_change("user:7", {"active": "no"}, {"active": true, "role": "auditor"}, 1, admin)
+	codes(missing) == {"invalid_params"}
 }
