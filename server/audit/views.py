@@ -3,9 +3,10 @@ with the download links). Auditors, finance and admins (`audit:read`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from flask import Blueprint, Response, jsonify, render_template, request, stream_with_context
+from sqlalchemy.orm import Session
 
 from server.audit import report as audit
 from server.db import utcnow
@@ -27,13 +28,12 @@ def report() -> Response:
         return jsonify(audit.compliance_report(session, period))
 
 
-def _csv(name: str, rows: str) -> Response:
+def _csv(name: str, rows: Callable[[Session, audit.Period], Iterator[str]]) -> Response:
     period = _period()
 
     def generate() -> Iterator[str]:
         with services().db.reading() as session:  # one snapshot for the whole file
-            stream = audit.decisions_csv(session, period) if rows == "decisions" else audit.ledger_csv(session, period)
-            yield from stream
+            yield from rows(session, period)
 
     filename = f"{name}-{period.since:%Y%m%d}-{period.until:%Y%m%d}.csv"
     response = Response(stream_with_context(generate()), mimetype="text/csv")
@@ -44,12 +44,12 @@ def _csv(name: str, rows: str) -> Response:
 
 @audit_api.get("/decisions.csv")
 def decisions_csv() -> Response:
-    return _csv("decisions", "decisions")
+    return _csv("decisions", audit.decisions_csv)
 
 
 @audit_api.get("/ledger.csv")
 def ledger_csv() -> Response:
-    return _csv("ledger", "ledger")
+    return _csv("ledger", audit.ledger_csv)
 
 
 @audit_pages.get("/audit")

@@ -10,8 +10,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from server.auth import services as auth_services
-from server.auth.api import user_dict
-from server.auth.authz import current_subject
+from server.auth.api import caller_user_id, user_dict
 from server.auth.models import ROLES, ApiToken
 from server.auth.services import AdminRefused, AuthError
 from server.extensions import services
@@ -19,11 +18,6 @@ from server.extensions import services
 admin_pages = Blueprint("admin_pages", __name__, url_prefix="/admin")
 
 PageResult = Response | str | tuple[str, int]
-
-
-def _me() -> int | None:
-    subject = current_subject()
-    return int(subject.id.split(":", 1)[1]) if subject.kind == "user" else None
 
 
 def _page(*, error: str | None = None, created: dict[str, Any] | None = None, status: int = 200) -> PageResult:
@@ -36,7 +30,7 @@ def _page(*, error: str | None = None, created: dict[str, Any] | None = None, st
             tokens=tokens,
             staff_roles=auth_services.STAFF_ROLES,
             token_roles=ROLES,
-            me=_me(),
+            me=caller_user_id(),
             error=error,
             created=created,
         )
@@ -92,7 +86,7 @@ def create_token() -> PageResult:
     if not name or len(name) > 120 or role not in ROLES:
         return _page(error="A token needs a name (up to 120 characters) and a role.", status=400)
     with services().db.unit_of_work() as uow:
-        token, plain = auth_services.create_token(uow.session, name, role, created_by=_me())
+        token, plain = auth_services.create_token(uow.session, name, role, created_by=caller_user_id())
         created = {"name": token.name, "role": token.role, "token": plain}
         uow.commit()
     # the token is shown once, in this answer only (never flashed: the session cookie is not secret)

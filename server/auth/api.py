@@ -36,7 +36,8 @@ def _token_dict(token: ApiToken) -> dict[str, object]:
     }
 
 
-def _user_id() -> int | None:
+def caller_user_id() -> int | None:
+    """The signed-in user's id (None for an API token)."""
     subject = current_subject()
     return int(subject.id.split(":", 1)[1]) if subject.kind == "user" else None
 
@@ -47,7 +48,7 @@ def create_token() -> tuple[Response, int]:
     with services().db.unit_of_work() as uow:
         try:
             token, plain = auth_services.create_token(
-                uow.session, payload["name"], payload["role"], created_by=_user_id()
+                uow.session, payload["name"], payload["role"], created_by=caller_user_id()
             )
         except AuthError as exc:
             raise Problem(400, "Validation failed", str(exc)) from exc

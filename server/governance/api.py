@@ -8,6 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 from marshmallow import Schema, ValidationError, fields, validate
 
 from server.auth.authz import authorize_now, current_subject, gate_authz
+from server.auth.services import Subject
 from server.errors import Problem
 from server.extensions import services
 from server.governance import services as governance
@@ -34,9 +35,13 @@ def json_body() -> dict[str, Any]:
     return body
 
 
-def caller_actor() -> Actor:
-    subject = current_subject()
+def subject_actor(subject: Subject) -> Actor:
+    """The authenticated subject as the gateway's caller (a token acts as a service)."""
     return Actor(id=subject.id, kind="service" if subject.kind == "token" else subject.kind, roles=subject.roles)
+
+
+def caller_actor() -> Actor:
+    return subject_actor(current_subject())
 
 
 @decisions_api.post("")

@@ -28,7 +28,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from flask import Flask
@@ -38,20 +37,20 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from server.auth.services import Subject
+from server.errors import Problem
 from server.governance import gateway as gw
 from server.governance.actions import DecisionRequestSchema
+from server.governance.api import FAILED_CLOSED, subject_actor
 from server.governance.gateway import Actor, AuthzDenied, AuthzRequest, Gateway, Resolution, build_input
 from server.governance.models import Decision
-from server.governance.services import action_from_payload, outcome_fields
+from server.governance.services import caller_action, outcome_fields
 from server.observability.logs import request_id_from, request_id_var
 from server.observability.metrics import metrics
-from server.policy.opa_client import OPA_ERROR, OPA_MALFORMED, OPA_TIMEOUT, OPA_UNAVAILABLE, OPA_UNDEFINED
 
 log = logging.getLogger(__name__)
 
 ENDPOINT = "decisions_api.create_decision"
 PATH = "/v1/decisions"
-FAILED_CLOSED = frozenset({OPA_UNAVAILABLE, OPA_TIMEOUT, OPA_ERROR, OPA_UNDEFINED, OPA_MALFORMED})
 _REQUEST = DecisionRequestSchema()
 _HEADERS = (
     ("Content-Type", "application/json"),
@@ -106,10 +105,10 @@ def decide(
     request: AuthzRequest,
 ) -> tuple[dict[str, Any], Resolution]:
     """Decide and record a service's action (what `governance.decide_for_caller` does through
-    the ORM). Raises AuthzDenied (nothing written) when the caller may not decide."""
+    the ORM). Raises Problem for a reserved actor and AuthzDenied when the caller may not decide
+    (nothing written either way)."""
     started = time.perf_counter()
-    action = action_from_payload(payload["action"])
-    action = replace(action, actor=replace(action.actor, roles=()))
+    action = caller_action(payload, caller)
     dry_run = bool(payload.get("dry_run"))
     now = gateway.clock()
     raw = statements.engine.raw_connection()
@@ -242,15 +241,11 @@ class DecisionDispatcher:
             payload = _REQUEST.load(document)
         except ValidationError:
             return None
-        actor = payload["action"]["actor"]
-        if actor["kind"] in ("system", "user"):  # reserved: the Flask path explains the refusal
-            return None
-        caller = Actor(id=subject.id, kind="service", roles=subject.roles)
         request = AuthzRequest(method="POST", endpoint=ENDPOINT, path=PATH, subject=subject.as_input())
         try:
-            fields, resolution = decide(self.statements, svc.gateway, payload, caller, request)
-        except AuthzDenied:
-            return None  # rolled back; Flask asks again and answers 401/403
+            fields, resolution = decide(self.statements, svc.gateway, payload, subject_actor(subject), request)
+        except (Problem, AuthzDenied):
+            return None  # nothing written; Flask answers the 400 or asks again and answers 401/403
         except Exception:
             log.warning("direct decision path failed before commit; answering through Flask", exc_info=True)
             return None

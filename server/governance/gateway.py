@@ -641,13 +641,9 @@ class Gateway:
                     break
             position = next_position
         session.execute(insert(Decision), [{c: getattr(o.record, c) for c in _DECISION_COLUMNS} for o in outcomes])
-        epoch = int(now.timestamp())
         for actor_id, allowed in counted.items():
             if allowed:
-                session.execute(
-                    _COUNT_ACTIONS,
-                    {"actor": actor_id, "minute": epoch - epoch % 60, "hour": epoch - epoch % 3600, "n": allowed},
-                )
+                session.execute(_COUNT_ACTIONS, count_action_params(actor_id, now) | {"n": allowed})
         if self.shadow is not None:
             for outcome in outcomes:
                 if outcome.record.error_code is None:

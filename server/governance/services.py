@@ -31,19 +31,11 @@ def action_from_payload(payload: Mapping[str, Any]) -> Action:
     )
 
 
-def decide_for_caller(
-    session: Session,
-    gateway: Gateway,
-    payload: Mapping[str, Any],
-    caller: Actor,
-    request: AuthzRequest,
-) -> Outcome:
-    """Decide a service's action (authorised in the same OPA query). The service executes the
-    action itself, so the gateway only records; clamps are applied and returned.
-
-    The actor is the caller's claim about who proposes the action (an algorithm, say): it is
-    recorded, but it carries no privileges. Its roles are dropped, and a caller may not claim to
-    be the system or another person; permissions come from the authenticated caller."""
+def caller_action(payload: Mapping[str, Any], caller: Actor) -> Action:
+    """The action a service proposes (a validated DecisionRequestSchema payload). The actor is the
+    caller's claim about who proposes it (an algorithm, say): it is recorded, but it carries no
+    privileges. Its roles are dropped, and a caller may not claim to be the system or another
+    person (a 400 Problem); permissions come from the authenticated caller."""
     action = action_from_payload(payload["action"])
     if action.actor.kind in ("system", "user") and action.actor.id != caller.id:
         raise Problem(
@@ -52,10 +44,22 @@ def decide_for_caller(
             "an API caller may not act as the system or as another user",
             errors={"action": {"actor": {"kind": [f"{action.actor.kind!r} is reserved for the server's own actions"]}}},
         )
-    action = replace(action, actor=replace(action.actor, roles=()))
+    return replace(action, actor=replace(action.actor, roles=()))
+
+
+def decide_for_caller(
+    session: Session,
+    gateway: Gateway,
+    payload: Mapping[str, Any],
+    caller: Actor,
+    request: AuthzRequest,
+) -> Outcome:
+    """Decide a service's action (authorised in the same OPA query). The service executes the
+    action itself, so the gateway only records; clamps are applied and returned. The action is
+    `caller_action`'s."""
     return gateway.decide(
         session,
-        action,
+        caller_action(payload, caller),
         state=payload.get("state"),
         caller=caller,
         dry_run=bool(payload.get("dry_run")),
